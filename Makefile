@@ -1,0 +1,60 @@
+# fastgen. `make test` works from a fresh clone: it creates .venv, installs the pinned
+# dependencies, builds fastgen._C (C++ CPU kernels) and runs the tests. A second run rebuilds
+# only what changed.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CUDA_VENV ?= .venv-cuda
+CUDA_PY := $(CUDA_VENV)/bin/python
+CUDA_TORCH ?= torch==2.14.1
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(shell command -v nvcc)))
+export MAX_JOBS ?= 2
+
+CPU_SOURCES := $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h)
+CUDA_SOURCES := $(wildcard csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: test build bench cuda-check info clean
+
+test: build
+	FASTGEN_REQUIRE_EXT=1 $(PY) -m pytest -q
+
+build: build/.cpu-ext
+
+bench: build
+	$(PY) -m bench
+
+info: build
+	$(PY) -m fastgen info
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	FASTGEN_NO_EXT=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+build/.cpu-ext: $(VENV)/.installed $(CPU_SOURCES)
+	FASTGEN_CUDA=0 $(PY) setup.py -q build_ext --inplace --build-temp build/cpu-temp
+	touch $@
+
+# Builds the whole extension with CUDA (sm_80, sm_90) against a CUDA build of torch in its own
+# environment, so compile and link errors in CUDA code fail here without a GPU; then loads the
+# library and prints the register/spill report.
+cuda-check: $(CUDA_VENV)/.installed $(CPU_SOURCES) $(CUDA_SOURCES)
+	mkdir -p build
+	# The CUDA objects are always recompiled: ptxas prints the register/spill report only then.
+	rm -rf build/cuda-lib/fastgen/_C*.so build/cuda-temp/csrc/cuda
+	CUDA_HOME=$(CUDA_HOME) FASTGEN_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" \
+		$(CUDA_PY) setup.py build_ext --build-lib build/cuda-lib --build-temp build/cuda-temp \
+		> build/cuda-build.log 2>&1 || { grep -E -A4 "error|Error" build/cuda-build.log | head -80; exit 1; }
+	$(CUDA_PY) tools/cuda_check.py --log build/cuda-build.log --lib build/cuda-lib
+
+$(CUDA_VENV)/.installed:
+	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_PY) -m pip install -q $(CUDA_TORCH) ninja setuptools wheel
+	touch $@
+
+clean:
+	rm -rf build fastgen/_C*.so *.egg-info

@@ -1,0 +1,1 @@
+"""fastgen's benchmark harness: ``python -m bench`` (see bench/README in the project README)."""

@@ -1,0 +1,180 @@
+"""Timing, peak memory and result rows shared by every op benchmark.
+
+Providers are measured side by side: each repetition runs every provider once, in turn, so slow
+drift of the machine (frequency, neighbours) hits all of them alike. Reported: median, p20, p80.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+PROVIDERS = ("reference", "compiled", "fastgen")
+MODES = ("fwd", "fwd+bwd")
+COLUMNS = ("op", "provider", "mode", "shape", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "device", "torch",
+           "commit", "date")
+
+
+@dataclass
+class Case:
+    """One op at one size. ``make_inputs(device)`` returns (args, kwargs); float tensors in args
+    get gradients in fwd+bwd mode. ``fastgen`` and ``reference`` take the same arguments."""
+
+    op: str
+    shape: str
+    make_inputs: Callable[[torch.device], tuple[tuple, dict]]
+    fastgen: Callable
+    reference: Callable
+    modes: tuple[str, ...] = MODES
+    compiled: dict[str, Callable] = field(default_factory=dict, repr=False)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _runner(fn: Callable, args: tuple, kwargs: dict, mode: str) -> Callable[[], Any]:
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                return fn(*args, **kwargs)
+        return run
+    grads = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    with torch.no_grad():
+        grad_out = torch.randn_like(fn(*args, **kwargs))
+
+    def run():
+        for a in grads:
+            a.grad = None
+        out = fn(*args, **kwargs)
+        out.backward(grad_out)
+    return run
+
+
+def _inputs(case: Case, device: torch.device, mode: str) -> tuple[tuple, dict]:
+    args, kwargs = case.make_inputs(device)
+    if mode == "fwd+bwd":
+        args = tuple(a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                     for a in args)
+    return args, kwargs
+
+
+def peak_memory_mb(run: Callable[[], Any], device: torch.device) -> float:
+    """Peak bytes allocated above the starting point while ``run`` executes, in MiB."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    # CPU: replay the profiler's allocation events in time order.
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    total = peak = 0
+    for _, nbytes in events:
+        total += nbytes
+        peak = max(peak, total)
+    return peak / 2**20
+
+
+def measure(case: Case, device: torch.device, mode: str, providers: tuple[str, ...], repeats: int,
+            warmup: int = 2) -> list[dict]:
+    """Time every provider on one case and mode, interleaved; returns one row per provider."""
+    runs = {}
+    for name in providers:
+        args, kwargs = _inputs(case, device, mode)
+        if name == "fastgen":
+            fn = case.fastgen
+        elif name == "reference":
+            fn = case.reference
+        else:
+            fn = case.compiled.setdefault(mode, torch.compile(case.reference, dynamic=False))
+        runs[name] = _runner(fn, args, kwargs, mode)
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    common = {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(), "date": stamp}
+    rows = []
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=10, method="inclusive") if len(ts) > 1 else [ts[0]] * 9
+        rows.append({"op": case.op, "provider": name, "mode": mode, "shape": case.shape,
+                     "median_ms": round(statistics.median(ts), 4), "p20_ms": round(q[1], 4),
+                     "p80_ms": round(q[7], 4), "peak_mem_mb": round(peak_memory_mb(runs[name], device), 2),
+                     **common})
+    return rows
+
+
+def append_rows(path: str, rows: list[dict]) -> None:
+    """Append rows to a CSV file (header written when the file is new)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """Medians per provider and the speedups of fastgen over the reference and torch.compile."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["op"], r["shape"], r["mode"]), {})[r["provider"]] = r
+    header = (f"{'op':<18} {'shape':<34} {'mode':<8} {'reference':>10} {'compiled':>10} {'fastgen':>10} "
+              f"{'vs ref':>7} {'vs comp':>7} {'mem vs ref':>10}")
+    lines = [header, "-" * len(header)]
+    for (op, shape, mode), by in groups.items():
+        def ms(p):
+            return by[p]["median_ms"] if p in by else float("nan")
+
+        def speedup(p):
+            return ms(p) / ms("fastgen") if p in by and "fastgen" in by else float("nan")
+
+        mem = (by["fastgen"]["peak_mem_mb"] / by["reference"]["peak_mem_mb"]
+               if "fastgen" in by and "reference" in by and by["reference"]["peak_mem_mb"] > 0 else float("nan"))
+        lines.append(f"{op:<18} {shape:<34} {mode:<8} {ms('reference'):>10.3f} {ms('compiled'):>10.3f} "
+                     f"{ms('fastgen'):>10.3f} {speedup('reference'):>6.2f}x {speedup('compiled'):>6.2f}x "
+                     f"{mem:>9.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,22 @@
+"""The schema of every fastgen op, declared once.
+
+Declaring schemas in Python means the ops exist even when the C++ extension did not build; the
+extension only adds implementations (``TORCH_LIBRARY_IMPL(fastgen, CPU/CUDA, m)``).
+"""
+import torch
+
+lib = torch.library.Library("fastgen", "DEF")
+
+# masked_conv2d: PixelCNN masked convolution (stride 1, "same" zero padding, odd square kernel).
+lib.define("masked_conv2d(Tensor x, Tensor weight, Tensor? bias, str mask_type, int color_groups) -> Tensor")
+lib.define(
+    "masked_conv2d_grad_input(Tensor grad_out, Tensor weight, str mask_type, int color_groups) -> Tensor"
+)
+lib.define(
+    "masked_conv2d_grad_weight(Tensor grad_out, Tensor x, int kernel_size, str mask_type, int color_groups) -> Tensor"
+)
+
+# gated_activation: tanh(a + c_a) * sigmoid(b + c_b) over the two channel halves of x.
+lib.define("gated_activation(Tensor x, Tensor? cond) -> Tensor")
+# Returns grad_x and its sum over H and W, which is the gradient of an (N, 2C) cond (fused, one pass).
+lib.define("gated_activation_backward(Tensor grad_out, Tensor x, Tensor? cond) -> (Tensor, Tensor)")

@@ -1,0 +1,17 @@
+"""Pure-PyTorch specifications of every fastgen op: the truth that tests and benchmarks compare to."""
+from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
+from fastgen.reference.masked_conv2d import (
+    causal_mask,
+    masked_conv2d_grad_input_reference,
+    masked_conv2d_grad_weight_reference,
+    masked_conv2d_reference,
+)
+
+__all__ = [
+    "causal_mask",
+    "gated_activation_backward_reference",
+    "gated_activation_reference",
+    "masked_conv2d_grad_input_reference",
+    "masked_conv2d_grad_weight_reference",
+    "masked_conv2d_reference",
+]

@@ -1,0 +1,67 @@
+r"""Reference PixelCNN masked convolution.
+
+For a k x k kernel with centre ``p = k // 2``, output position (h, w) sees input position
+(h + dy, w + dx) only if it comes before (h, w) in raster order:
+
+    dy < 0                         (rows above: every column)
+    dy == 0 and dx < 0             (same row: columns to the left)
+    dy == 0 and dx == 0            (the centre) only for mask 'B' -- or, with colour groups,
+                                   from input group g_in to output group g_out when
+                                   g_in < g_out (mask 'A') or g_in <= g_out (mask 'B').
+
+    y = conv2d(x, weight * mask, bias, padding=p)
+
+Channels are split into ``color_groups`` equal contiguous groups (R, G, B for 3).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def causal_mask(
+    out_channels: int, in_channels: int, kernel_size: int, mask_type: str, color_groups: int = 1,
+    *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The (out_channels, in_channels, k, k) 0/1 mask of a PixelCNN masked convolution."""
+    p = kernel_size // 2
+    mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size, dtype=dtype, device=device)
+    mask[:, :, :p, :] = 1
+    mask[:, :, p, :p] = 1
+    g_out = torch.arange(out_channels, device=device) // (out_channels // color_groups)
+    g_in = torch.arange(in_channels, device=device) // (in_channels // color_groups)
+    if mask_type == "A":
+        centre = g_in[None, :] < g_out[:, None]
+    else:
+        centre = g_in[None, :] <= g_out[:, None]
+    mask[:, :, p, p] = centre.to(dtype)
+    return mask
+
+
+def masked_conv2d_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, mask_type: str,
+    color_groups: int = 1,
+) -> torch.Tensor:
+    """``conv2d(x, weight * mask, bias, padding=k // 2)`` with the PixelCNN causal mask."""
+    out_c, in_c, k, _ = weight.shape
+    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=weight.dtype, device=weight.device)
+    return F.conv2d(x, weight * mask, bias, padding=k // 2)
+
+
+def masked_conv2d_grad_input_reference(
+    grad_out: torch.Tensor, weight: torch.Tensor, *, mask_type: str, color_groups: int = 1
+) -> torch.Tensor:
+    """dL/dx = conv_transpose2d(dL/dy, weight * mask, padding=k // 2)."""
+    out_c, in_c, k, _ = weight.shape
+    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=weight.dtype, device=weight.device)
+    return F.conv_transpose2d(grad_out, weight * mask, padding=k // 2)
+
+
+def masked_conv2d_grad_weight_reference(
+    grad_out: torch.Tensor, x: torch.Tensor, kernel_size: int, *, mask_type: str, color_groups: int = 1
+) -> torch.Tensor:
+    """dL/dweight = mask * (correlation of x with dL/dy); masked entries get exactly zero."""
+    out_c, in_c = grad_out.shape[1], x.shape[1]
+    shape = (out_c, in_c, kernel_size, kernel_size)
+    grad = torch.nn.grad.conv2d_weight(x, shape, grad_out, padding=kernel_size // 2)
+    return grad * causal_mask(out_c, in_c, kernel_size, mask_type, color_groups, dtype=x.dtype, device=x.device)
