@@ -11,8 +11,7 @@ import torch
 import fastgen
 from fastgen.ops import implementations
 
-OPS = {"masked_conv2d", "masked_conv2d_grad_input", "masked_conv2d_grad_weight", "gated_activation",
-       "gated_activation_backward"}
+OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import fastgen
 from fastgen.reference.masked_conv2d import (
     causal_mask,
+    masked_conv2d_backward_reference,
     masked_conv2d_grad_input_reference,
     masked_conv2d_grad_weight_reference,
     masked_conv2d_reference,
@@ -44,23 +45,20 @@ def sample_inputs(sample, device="cpu", dtype=torch.float32, requires_grad=False
 
 
 class Impl:
-    """One implementation: the device its tensors live on and its three entry points."""
+    """One implementation: the device its tensors live on, its forward and its backward."""
 
-    def __init__(self, name, device, forward, grad_input, grad_weight):
-        self.name, self.device = name, device
-        self.forward, self.grad_input, self.grad_weight = forward, grad_input, grad_weight
+    def __init__(self, name, device, forward, backward):
+        self.name, self.device, self.forward, self.backward = name, device, forward, backward
 
 
 def _dispatcher(device):
-    return Impl(f"dispatcher-{device}", device, ops.masked_conv2d, ops.masked_conv2d_grad_input,
-                ops.masked_conv2d_grad_weight)
+    return Impl(f"dispatcher-{device}", device, ops.masked_conv2d, ops.masked_conv2d_backward)
 
 
 def _triton():
     from fastgen.kernels import masked_conv2d as k
 
-    return Impl("triton", "cuda" if HAS_CUDA else "cpu", k.masked_conv2d_triton, k.masked_conv2d_grad_input_triton,
-                k.masked_conv2d_grad_weight_triton)
+    return Impl("triton", "cuda" if HAS_CUDA else "cpu", k.masked_conv2d_triton, k.masked_conv2d_backward_triton)
 
 
 IMPLS = [
@@ -85,16 +83,18 @@ def test_forward_matches_reference(make_impl, dtype, sample, poison):
 @pytest.mark.parametrize("make_impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
-def test_backward_ops_match_reference(make_impl, dtype, sample, poison):
+@pytest.mark.parametrize("output_mask", [(True, True, True), (True, False, False), (False, True, True)],
+                         ids=["all", "x", "weight+bias"])
+def test_backward_op_matches_reference(make_impl, dtype, sample, output_mask, poison):
     impl = make_impl()
     x, w, _, mt, g = sample_inputs(sample, impl.device, dtype)
     grad_out = torch.randn(x.shape[0], w.shape[0], x.shape[2], x.shape[3], device=impl.device, dtype=dtype)
-    tol = tolerances(dtype)
-    torch.testing.assert_close(impl.grad_input(grad_out, w, mt, g),
-                               masked_conv2d_grad_input_reference(grad_out, w, mask_type=mt, color_groups=g), **tol)
-    torch.testing.assert_close(impl.grad_weight(grad_out, x, w.shape[-1], mt, g),
-                               masked_conv2d_grad_weight_reference(grad_out, x, w.shape[-1], mask_type=mt,
-                                                                   color_groups=g), **tol)
+    got = impl.backward(grad_out, x, w, mt, g, list(output_mask))
+    want = masked_conv2d_backward_reference(grad_out, x, w, mask_type=mt, color_groups=g, output_mask=output_mask)
+    for name, asked, a, b in zip(("grad_x", "grad_weight", "grad_bias"), output_mask, got, want):
+        assert a.shape == b.shape, name
+        if asked:
+            torch.testing.assert_close(a, b, **tolerances(dtype), msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
@@ -149,8 +149,8 @@ def test_opcheck(sample):
     x, w, b, mt, g = sample_inputs(sample, requires_grad=True)
     torch.library.opcheck(ops.masked_conv2d.default, (x, w, b, mt, g))
     grad_out = torch.randn(x.shape[0], w.shape[0], x.shape[2], x.shape[3])
-    torch.library.opcheck(ops.masked_conv2d_grad_input.default, (grad_out, w.detach(), mt, g))
-    torch.library.opcheck(ops.masked_conv2d_grad_weight.default, (grad_out, x.detach(), w.shape[-1], mt, g))
+    for output_mask in ([True, True, True], [False, True, False]):
+        torch.library.opcheck(ops.masked_conv2d_backward.default, (grad_out, x.detach(), w.detach(), mt, g, output_mask))
 
 
 @pytest.mark.parametrize("sample", [SAMPLES[0], SAMPLES[1], SAMPLES[3], SAMPLES[7]], ids=lambda s: f"k{s[5]}{s[6]}g{s[7]}")
@@ -162,9 +162,8 @@ def test_gradcheck_float64(sample):
         lambda x, w, b: fastgen.ops.masked_conv2d(x, w, b, mask_type=mt, color_groups=g), (x, w, b))
 
 
-def _allowed(mask_type, groups, channels, h, w, group_out):
+def _allowed(mask_type, groups, h, w, group_out):
     """(groups_in, H, W) bool: which input (group, position) output (h, w, group_out) may see."""
-    del channels
     H, W = _CAUSAL_HW
     rows = torch.arange(H)[:, None].expand(H, W)
     cols = torch.arange(W)[None, :].expand(H, W)
@@ -202,7 +201,7 @@ def test_causality(make_impl, mask_type, groups, k):
     for go, h, w in itertools.product(range(groups), range(H), range(W)):
         out_ch = slice(go * cout // groups, (go + 1) * cout // groups)
         changed = ((ys[:, out_ch, h, w] - y0[:, out_ch, h, w]).abs() > 1e-3).any(dim=1).cpu()
-        allowed = _allowed(mask_type, groups, cin, h, w, go)
+        allowed = _allowed(mask_type, groups, h, w, go)
         for i, (gi, hh, ww) in enumerate(perturbations):
             in_window = abs(hh - h) <= p and abs(ww - w) <= p
             expected = bool(allowed[gi, hh, ww]) and in_window

@@ -9,11 +9,11 @@ lib = torch.library.Library("fastgen", "DEF")
 
 # masked_conv2d: PixelCNN masked convolution (stride 1, "same" zero padding, odd square kernel).
 lib.define("masked_conv2d(Tensor x, Tensor weight, Tensor? bias, str mask_type, int color_groups) -> Tensor")
+# Gradients of x, weight and bias in one call (implementations share work between them); an
+# entry whose output_mask is False comes back as an empty tensor.
 lib.define(
-    "masked_conv2d_grad_input(Tensor grad_out, Tensor weight, str mask_type, int color_groups) -> Tensor"
-)
-lib.define(
-    "masked_conv2d_grad_weight(Tensor grad_out, Tensor x, int kernel_size, str mask_type, int color_groups) -> Tensor"
+    "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, int color_groups, "
+    "bool[3] output_mask) -> (Tensor, Tensor, Tensor)"
 )
 
 # gated_activation: tanh(a + c_a) * sigmoid(b + c_b) over the two channel halves of x.

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from fastgen.ops._checks import check_same, check_tensor
 from fastgen.ops._dispatch import reference_forced, register_implementations
-from fastgen.reference.masked_conv2d import (
-    masked_conv2d_grad_input_reference,
-    masked_conv2d_grad_weight_reference,
-    masked_conv2d_reference,
-)
+from fastgen.reference.masked_conv2d import masked_conv2d_backward_reference, masked_conv2d_reference
 
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.masked_conv2d"
@@ -20,16 +17,11 @@ register_implementations(
     (_TRITON, "masked_conv2d_triton"),
 )
 register_implementations(
-    "masked_conv2d_grad_input",
-    lambda g, w, mask_type, groups: masked_conv2d_grad_input_reference(g, w, mask_type=mask_type, color_groups=groups),
-    (_TRITON, "masked_conv2d_grad_input_triton"),
-)
-register_implementations(
-    "masked_conv2d_grad_weight",
-    lambda g, x, k, mask_type, groups: masked_conv2d_grad_weight_reference(
-        g, x, k, mask_type=mask_type, color_groups=groups
+    "masked_conv2d_backward",
+    lambda g, x, w, mask_type, groups, output_mask: masked_conv2d_backward_reference(
+        g, x, w, mask_type=mask_type, color_groups=groups, output_mask=output_mask
     ),
-    (_TRITON, "masked_conv2d_grad_weight_triton"),
+    (_TRITON, "masked_conv2d_backward_triton"),
 )
 
 
@@ -37,38 +29,33 @@ register_implementations(
 def _(x, weight, bias, mask_type, color_groups):
     torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "x and weight must be 4-D")
     torch._check(x.shape[1] == weight.shape[1], lambda: "x channels must match weight in_channels")
-    return x.new_empty(x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+    shape = (x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+    # Implementations keep x's layout (channels-last in, channels-last out).
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=suggest_memory_format(x))
 
 
-@torch.library.register_fake("fastgen::masked_conv2d_grad_input")
-def _(grad_out, weight, mask_type, color_groups):
+@torch.library.register_fake("fastgen::masked_conv2d_backward")
+def _(grad_out, x, weight, mask_type, color_groups, output_mask):
     torch._check(grad_out.shape[1] == weight.shape[0], lambda: "grad_out channels must match weight out_channels")
-    return grad_out.new_empty(grad_out.shape[0], weight.shape[1], grad_out.shape[2], grad_out.shape[3])
-
-
-@torch.library.register_fake("fastgen::masked_conv2d_grad_weight")
-def _(grad_out, x, kernel_size, mask_type, color_groups):
-    return x.new_empty(grad_out.shape[1], x.shape[1], kernel_size, kernel_size)
+    grad_x = torch.empty_like(x) if output_mask[0] else x.new_empty(0)
+    grad_w = torch.empty_like(weight) if output_mask[1] else x.new_empty(0)
+    grad_b = x.new_empty(weight.shape[0]) if output_mask[2] else x.new_empty(0)
+    return grad_x, grad_w, grad_b
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, mask_type, color_groups = inputs
-    needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-    # grad_x needs only the weight, grad_weight only x: save nothing else.
-    ctx.save_for_backward(x if needs_w else None, weight if needs_x else None)
-    ctx.kernel_size = weight.shape[-1]
+    ctx.save_for_backward(x, weight)
     ctx.mask_type, ctx.color_groups = mask_type, color_groups
 
 
 def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
-    needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-    grad_x = _ops.masked_conv2d_grad_input(grad, weight, ctx.mask_type, ctx.color_groups) if needs_x else None
-    grad_w = (
-        _ops.masked_conv2d_grad_weight(grad, x, ctx.kernel_size, ctx.mask_type, ctx.color_groups) if needs_w else None
-    )
-    grad_b = grad.sum(dim=(0, 2, 3)) if needs_b else None
-    return grad_x, grad_w, grad_b, None, None
+    output_mask = list(ctx.needs_input_grad[:3])
+    if not any(output_mask):
+        return None, None, None, None, None
+    grads = _ops.masked_conv2d_backward(grad, x, weight, ctx.mask_type, ctx.color_groups, output_mask)
+    return tuple(g if needed else None for g, needed in zip(grads, output_mask)) + (None, None)
 
 
 torch.library.register_autograd("fastgen::masked_conv2d", _backward, setup_context=_setup_context)

@@ -2,6 +2,7 @@
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 from fastgen.reference.masked_conv2d import (
     causal_mask,
+    masked_conv2d_backward_reference,
     masked_conv2d_grad_input_reference,
     masked_conv2d_grad_weight_reference,
     masked_conv2d_reference,
@@ -9,6 +10,7 @@ from fastgen.reference.masked_conv2d import (
 
 __all__ = [
     "causal_mask",
+    "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
     "gated_activation_reference",
     "masked_conv2d_grad_input_reference",

@@ -65,3 +65,16 @@ def masked_conv2d_grad_weight_reference(
     shape = (out_c, in_c, kernel_size, kernel_size)
     grad = torch.nn.grad.conv2d_weight(x, shape, grad_out, padding=kernel_size // 2)
     return grad * causal_mask(out_c, in_c, kernel_size, mask_type, color_groups, dtype=x.dtype, device=x.device)
+
+
+def masked_conv2d_backward_reference(
+    grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, *, mask_type: str, color_groups: int = 1,
+    output_mask: tuple[bool, bool, bool] = (True, True, True),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dL/dx, dL/dweight, dL/dbias); an entry not asked for in ``output_mask`` is an empty tensor."""
+    grad_x = (masked_conv2d_grad_input_reference(grad_out, weight, mask_type=mask_type, color_groups=color_groups)
+              if output_mask[0] else x.new_empty(0))
+    grad_w = (masked_conv2d_grad_weight_reference(grad_out, x, weight.shape[-1], mask_type=mask_type,
+                                                  color_groups=color_groups) if output_mask[1] else x.new_empty(0))
+    grad_b = grad_out.sum(dim=(0, 2, 3)) if output_mask[2] else x.new_empty(0)
+    return grad_x, grad_w, grad_b
