@@ -5,6 +5,7 @@ drift of the machine (frequency, neighbours) hits all of them alike. Reported: m
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import os
@@ -18,6 +19,9 @@ from typing import Any, Callable
 import torch
 
 PROVIDERS = ("reference", "compiled", "fastgen")
+# Every case compiles the same reference function anew (other shapes, grad mode); the default
+# limit would silently fall back to eager after 8 and time the wrong thing.
+torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
 MODES = ("fwd", "fwd+bwd")
 COLUMNS = ("op", "provider", "mode", "shape", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "device", "torch",
            "commit", "date")
@@ -89,6 +93,19 @@ def _inputs(case: Case, device: torch.device, mode: str) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler's C++ start/stop lines (written straight to file descriptor 2)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory_mb(run: Callable[[], Any], device: torch.device) -> float:
     """Peak bytes allocated above the starting point while ``run`` executes, in MiB."""
     if device.type == "cuda":
@@ -99,7 +116,8 @@ def peak_memory_mb(run: Callable[[], Any], device: torch.device) -> float:
         _sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     # CPU: replay the profiler's allocation events in time order.
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                 profile_memory=True) as prof:
         run()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
