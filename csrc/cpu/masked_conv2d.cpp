@@ -1,19 +1,22 @@
 // PixelCNN masked convolution on the CPU.
 //
-// A k x k causal mask (p = k / 2) zeroes every row below the centre, so those rows are never
-// computed: the op runs a dense (p + 1) x k convolution over the rows at and above the centre,
-// on x shifted down by p rows. The few masked taps left (the centre row right of the centre, the
-// centre itself for type A, colour-group entries) are zeroed in the weight. That is 28 of 49
-// taps for 7x7 and 6 of 9 for 3x3, run by ATen's convolution (oneDNN on x86) in the memory
-// format the input comes in (converting NCHW to channels-last here costs more than oneDNN's own
-// internal reorder saves).
+// A k x k causal mask (p = k / 2) keeps the rows above the centre and the left part of the
+// centre row: 5 of 9 taps for 3x3 'B', 24 of 49 for 7x7 'A'. Two implementations:
 //
-//   forward    y = conv(shift(x), W[:, :, :p+1] * M)      shift: p zero rows on top, p zero columns
-//                                                         each side; a valid (unpadded) convolution
-//   grad_x     conv(pad_below(gy), flip(W[:, :, :p+1] * M)^T)   the adjoint, as a forward convolution
-//   grad_W     grad_W[:, :, :p+1] = M * (weight gradient of the forward's convolution), 0 below
+//  * float32, contiguous NCHW, AVX-512 (tap_conv.cpp): a direct convolution over exactly the kept
+//    taps, for the forward, for grad_x (the same kernel on the mirrored taps with in and out
+//    swapped) and for grad_W. Every multiply-add it does is one the mask keeps.
+//  * everything else: ATen's convolution (oneDNN on x86) over the densest rectangle that holds the
+//    kept taps, the (p + 1) x k rows at and above the centre, with the few masked entries left in
+//    it (centre row right of the centre, the centre for 'A', colour-group entries) zeroed:
+//      forward   y  = conv(pad(x), W[:, :, :p+1] * M)           pad: p rows on top, p columns each side
+//      grad_x    gx = conv(pad_below(gy), flip(W[:, :, :p+1] * M)^T)      the adjoint, as a forward
+//                     convolution (oneDNN's backward-data path is slower for these short kernels)
+//      grad_W    M * (weight gradient of the forward's convolution); rows below the centre get 0
 #include <ATen/ATen.h>
 #include <torch/library.h>
+
+#include "tap_conv.h"
 
 #include <array>
 #include <string_view>
@@ -56,39 +59,36 @@ at::Tensor masked_upper_weight(const at::Tensor& weight, std::string_view mask_t
   return upper;
 }
 
-// Zero-padded copy of t (top/bottom rows, p columns each side) in a per-thread scratch buffer
-// reused across calls. A fresh multi-megabyte tensor per call costs a page fault per 4 KiB (the
-// allocator hands large blocks back to the system), which measured as much as the skipped taps
-// save. `slot` keeps buffers that are alive at the same time apart. Other layouts, and tensors
-// over kMaxScratchBytes (bounding what a thread keeps), take the plain path.
-constexpr int64_t kMaxScratchBytes = int64_t(64) << 20;
-
-at::Tensor padded(const at::Tensor& t, int64_t top, int64_t bottom, int64_t p, int slot) {
-  const int64_t n = t.size(0), c = t.size(1), h = t.size(2), w = t.size(3);
-  const std::vector<int64_t> sizes{n, c, h + top + bottom, w + 2 * p};
-  const int64_t numel = sizes[0] * sizes[1] * sizes[2] * sizes[3];
-  if (!t.is_contiguous() || numel * t.element_size() > kMaxScratchBytes) {
-    return at::constant_pad_nd(t, {p, p, top, bottom});
-  }
-  thread_local std::array<at::Tensor, 2> scratch;
-  auto& buf = scratch[slot];
-  if (!buf.defined() || buf.numel() < numel || buf.options().dtype() != t.options().dtype()) {
-    buf = at::empty({numel}, t.options());
-  }
-  auto out = buf.narrow(0, 0, numel).view(sizes);
-  if (top > 0) out.narrow(2, 0, top).zero_();
-  if (bottom > 0) out.narrow(2, top + h, bottom).zero_();
-  if (p > 0) {
-    out.narrow(3, 0, p).zero_();
-    out.narrow(3, p + w, p).zero_();
-  }
-  out.narrow(2, top, h).narrow(3, p, w).copy_(t);
-  return out;
-}
-
 // x with p zero rows on top and p zero columns each side: a valid convolution of it with the
 // upper kernel rows is the masked convolution.
-at::Tensor shift(const at::Tensor& x, int64_t p) { return padded(x, p, 0, p, /*slot=*/0); }
+at::Tensor shift(const at::Tensor& x, int64_t p) { return padded_scratch(x, p, 0, p, p, /*slot=*/0); }
+
+// The taps a causal k x k mask keeps (the centre only for 'B' or colour groups), raster order.
+std::vector<Tap> kept_taps(int64_t k, std::string_view mask_type, int64_t groups) {
+  const int64_t p = k / 2;
+  const bool centre = mask_type == "B" || groups > 1;
+  std::vector<Tap> taps;
+  for (int64_t dy = -p; dy <= 0; ++dy) {
+    for (int64_t dx = -p; dx <= p; ++dx) {
+      if (dy < 0 || dx < 0 || (dx == 0 && centre)) taps.push_back({dy, dx});
+    }
+  }
+  return taps;
+}
+
+// Position of each tap in a flattened k x k kernel (row-major), as a tensor for index ops.
+at::Tensor tap_index(const std::vector<Tap>& taps, int64_t k, const at::TensorOptions& options) {
+  const int64_t p = k / 2;
+  std::vector<int64_t> flat;
+  for (const auto& t : taps) flat.push_back((t.dy + p) * k + (t.dx + p));
+  return at::tensor(flat, options.dtype(at::kLong));
+}
+
+// The masked upper weight rows (out, in, p + 1, k) gathered at the kept taps: (out, in, taps).
+at::Tensor gather_taps(const at::Tensor& w_upper, const std::vector<Tap>& taps) {
+  return w_upper.reshape({w_upper.size(0), w_upper.size(1), -1})
+      .index_select(2, tap_index(taps, w_upper.size(3), w_upper.options()));
+}
 
 at::Tensor masked_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              std::string_view mask_type, int64_t color_groups) {
@@ -100,8 +100,13 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   check_mask_args(mask_type, color_groups, weight.size(2));
   const int64_t p = weight.size(2) / 2;
   const auto format = x.suggest_memory_format();
-  return at::conv2d(shift(x, p), masked_upper_weight(weight, mask_type, color_groups, format), bias)
-      .contiguous(format);
+  const auto w_upper = masked_upper_weight(weight, mask_type, color_groups, format);
+  if (tap_conv_available(x) && weight.scalar_type() == at::kFloat) {
+    const auto taps = kept_taps(weight.size(2), mask_type, color_groups);
+    // (out, in, taps) -> (taps, in, out)
+    return tap_conv(x, gather_taps(w_upper, taps).permute({2, 1, 0}), bias.value_or(at::Tensor()), taps);
+  }
+  return at::conv2d(shift(x, p), w_upper, bias).contiguous(format);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const at::Tensor& grad_out,
@@ -115,22 +120,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
   // Gradients not asked for come back as distinct empty tensors (outputs must not alias).
   at::Tensor grad_x = x.new_empty({0}), grad_w = x.new_empty({0}), grad_b = x.new_empty({0});
   if (output_mask[0]) {
-    // The adjoint as a forward convolution (oneDNN's fastest path; its backward-data is slower
-    // for these short kernels): correlate grad_out, padded below, with the flipped, transposed kernel.
-    const auto w_adjoint = w_upper.flip({2, 3}).transpose(0, 1).contiguous(format);
-    grad_x = at::conv2d(padded(grad_out, 0, p, p, /*slot=*/1), w_adjoint).contiguous(format);
-  }
-  if (output_mask[1] || output_mask[2]) {
-    auto [unused, gw_upper, gb] = at::convolution_backward(
-        grad_out.contiguous(format), shift(x, p), w_upper, c10::IntArrayRef{out_c}, {1, 1}, {0, 0}, {1, 1}, false,
-        {0, 0}, 1, {false, output_mask[1], output_mask[2]});
-    if (output_mask[1]) {
-      apply_upper_mask_(gw_upper, mask_type, color_groups);
-      grad_w = at::zeros_like(weight);
-      grad_w.narrow(2, 0, p + 1).copy_(gw_upper);
+    // The adjoint is again a convolution over the kept taps, mirrored, with in and out swapped:
+    // gx[i, q] = sum_t sum_o W[o, i, t] * gy[o, q - offset_t].
+    if (tap_conv_available(grad_out) && weight.scalar_type() == at::kFloat) {
+      auto taps = kept_taps(weight.size(2), mask_type, color_groups);
+      const auto w_taps = gather_taps(w_upper, taps).permute({2, 0, 1});  // (taps, out, in)
+      for (auto& t : taps) t = {-t.dy, -t.dx};
+      grad_x = tap_conv(grad_out, w_taps, at::Tensor(), taps);
+    } else {
+      // oneDNN: the adjoint as a forward convolution (its backward-data path is slower for these
+      // short kernels): correlate grad_out, padded below, with the flipped, transposed kernel.
+      const auto w_adjoint = w_upper.flip({2, 3}).transpose(0, 1).contiguous(format);
+      grad_x = at::conv2d(padded_scratch(grad_out, 0, p, p, p, /*slot=*/1), w_adjoint).contiguous(format);
     }
-    if (output_mask[2]) grad_b = gb;
   }
+  if (output_mask[1]) {
+    const int64_t k = weight.size(2);
+    auto full = at::zeros({out_c, weight.size(1), k, k}, weight.options());
+    auto upper = full.narrow(2, 0, p + 1);
+    if (tap_conv_available(x) && tap_conv_available(grad_out)) {
+      const auto taps = kept_taps(k, mask_type, color_groups);
+      full.view({out_c, weight.size(1), k * k})
+          .index_copy_(2, tap_index(taps, k, x.options()), tap_conv_weight_grad(x, grad_out, taps).permute({2, 1, 0}));
+    } else {
+      upper.copy_(std::get<1>(at::convolution_backward(grad_out.contiguous(format), shift(x, p), w_upper,
+                                                       std::nullopt, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1,
+                                                       {false, true, false})));
+    }
+    apply_upper_mask_(upper, mask_type, color_groups);
+    grad_w = full.contiguous(weight.suggest_memory_format());
+  }
+  if (output_mask[2]) grad_b = grad_out.sum({0, 2, 3});
   return {grad_x, grad_w, grad_b};
 }
 
