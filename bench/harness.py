@@ -54,12 +54,16 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str:
+    """The checkout's commit, with "-dirty" when the working tree differs from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=here).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (head + "-dirty" if dirty else head) or "unknown"
 
 
 def _sync(device: torch.device) -> None:

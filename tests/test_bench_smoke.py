@@ -3,6 +3,7 @@ import csv
 
 from bench.__main__ import main
 from bench.harness import COLUMNS
+from bench.table import main as table_main
 
 
 def test_harness_runs_every_op_and_provider(tmp_path, capsys):
@@ -16,3 +17,13 @@ def test_harness_runs_every_op_and_provider(tmp_path, capsys):
     assert all(float(r["median_ms"]) > 0 and float(r["p20_ms"]) <= float(r["p80_ms"]) for r in rows)
     table = capsys.readouterr().out
     assert "vs ref" in table and "masked_conv2d" in table
+
+
+def test_markdown_table_of_latest_run(tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    main(["--quick", "--op", "gated_activation", "--providers", "reference,fastgen", "--modes", "fwd", "--repeats",
+          "2", "--out", str(out)])
+    capsys.readouterr()
+    assert table_main([str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| gated_activation |" in table and "| fwd |" in table

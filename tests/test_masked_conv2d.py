@@ -32,6 +32,8 @@ SAMPLES = [
     (1, 3, 3, 1, 1, 3, "A", 3, False),
     (1, 4, 6, 3, 4, 7, "B", 1, True),
     (1, 2, 3, 2, 3, 1, "A", 1, True),
+    (2, 5, 9, 17, 19, 3, "B", 1, True),  # many pixel vectors, partial tiles
+    (1, 6, 6, 11, 13, 5, "B", 3, False),
 ]
 SAMPLE_IDS = [f"n{s[0]}c{s[1]}-{s[2]}_{s[3]}x{s[4]}_k{s[5]}{s[6]}g{s[7]}{'b' if s[8] else ''}" for s in SAMPLES]
 

@@ -1,0 +1,56 @@
+"""Markdown table of one benchmark run, for the README: ``python -m bench.table [CSV ...]``.
+
+A run is the set of rows sharing a commit and device; by default the newest run in each file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os
+import sys
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def latest_run(rows: list[dict]) -> list[dict]:
+    last = rows[-1]
+    return [r for r in rows if r["commit"] == last["commit"] and r["device"] == last["device"]]
+
+
+def markdown(rows: list[dict]) -> str:
+    by_case: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        by_case.setdefault((r["op"], r["shape"], r["mode"]), {})[r["provider"]] = r
+    first = rows[0]
+    lines = [f"{first['device']}, torch {first['torch']}, commit {first['commit']}, {first['date'][:10]}; "
+             "median ms of interleaved runs (p20-p80 in the CSV)", "",
+             "| op | shape | mode | reference | torch.compile | fastgen | vs reference | vs compile | peak mem vs reference |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (op, shape, mode), by in by_case.items():
+        def ms(p):
+            return float(by[p]["median_ms"]) if p in by else float("nan")
+
+        mem = (float(by["fastgen"]["peak_mem_mb"]) / float(by["reference"]["peak_mem_mb"])
+               if {"fastgen", "reference"} <= set(by) and float(by["reference"]["peak_mem_mb"]) > 0 else float("nan"))
+        lines.append(f"| {op} | {shape} | {mode} | {ms('reference'):.2f} | {ms('compiled'):.2f} | {ms('fastgen'):.2f} "
+                     f"| {ms('reference') / ms('fastgen'):.2f}x | {ms('compiled') / ms('fastgen'):.2f}x | {mem:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("csv", nargs="*", help="result files (default: every bench/results/*.csv)")
+    args = parser.parse_args(argv)
+    paths = args.csv or sorted(glob.glob(os.path.join(RESULTS_DIR, "*.csv")))
+    for path in paths:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            print(markdown(latest_run(rows)))
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
