@@ -40,8 +40,8 @@ build/.cpu-ext: $(VENV)/.installed $(CPU_SOURCES)
 	touch $@
 
 # Builds the whole extension with CUDA (sm_80, sm_90) against a CUDA build of torch in its own
-# environment, so compile and link errors in CUDA code fail here without a GPU; then loads the
-# library and prints the register/spill report.
+# environment, so compile and link errors in CUDA code fail here without a GPU; loads the library,
+# prints the register/spill report, and compiles every Triton kernel for sm_80 and sm_90.
 cuda-check: $(CUDA_VENV)/.installed $(CPU_SOURCES) $(CUDA_SOURCES)
 	mkdir -p build
 	# The CUDA objects are always recompiled: ptxas prints the register/spill report only then.
@@ -54,6 +54,7 @@ cuda-check: $(CUDA_VENV)/.installed $(CPU_SOURCES) $(CUDA_SOURCES)
 $(CUDA_VENV)/.installed:
 	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
 	$(CUDA_PY) -m pip install -q $(CUDA_TORCH) ninja setuptools wheel
+	FASTGEN_NO_EXT=1 $(CUDA_PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
 clean:

@@ -1,5 +1,7 @@
-"""Check a CUDA build of fastgen._C without a GPU: the ptxas register/spill report, then load the
-library and confirm that every CUDA kernel it contains is registered with the dispatcher.
+"""Check the GPU code without a GPU: the ptxas register/spill report of the CUDA build of
+fastgen._C; load it and confirm every CUDA kernel it contains is registered with the dispatcher;
+then compile every Triton kernel ahead of time for sm_80 and sm_90 (float32, float64, bfloat16),
+so that a kernel Triton cannot lower fails here rather than on the first GPU that runs it.
 
     python tools/cuda_check.py --log build/cuda-build.log --lib build/cuda-lib
 """
@@ -41,6 +43,56 @@ def ptxas_report(log: str) -> list[dict]:
     return rows
 
 
+def triton_kernels():
+    """(name, jit function, signature, constexprs) for every Triton kernel, as the launchers call them."""
+    import triton.language as tl
+
+    from fastgen.kernels import gated_activation as gated
+    from fastgen.kernels import masked_conv2d as conv
+
+    cases = []
+    for dtype, acc in (("fp32", tl.float32), ("fp64", tl.float64), ("bf16", tl.float32)):
+        ptr = f"*{dtype}"
+        precision = "tf32" if dtype == "fp32" else "ieee"
+        blocks = dict(zip(("BLOCK_P", "BLOCK_CI", "BLOCK_CO"), (64, 32, 64)))
+        cases.append((f"tap_conv_fwd[{dtype}]", conv._tap_conv_fwd_kernel,
+                      dict(x_ptr=ptr, w_ptr=ptr, dy_ptr="*i32", dx_ptr="*i32", b_ptr=ptr, y_ptr=ptr, T="i32",
+                           C_IN="i32", C_OUT="i32", H="i32", W="i32"),
+                      dict(HAS_BIAS=True, ACC=acc, PRECISION=precision, **blocks)))
+        cases.append((f"tap_conv_wgrad[{dtype}]", conv._tap_conv_wgrad_kernel,
+                      dict(x_ptr=ptr, g_ptr=ptr, dy_ptr="*i32", dx_ptr="*i32", gw_ptr=ptr, N="i32", C_IN="i32",
+                           C_OUT="i32", H="i32", W="i32"),
+                      dict(ACC=acc, PRECISION=precision, **blocks)))
+        for cond in (0, 1, 2):
+            cases.append((f"gated_fwd[{dtype}, cond={cond}]", gated._gated_fwd_kernel,
+                          dict(x_ptr=ptr, c_ptr=ptr, y_ptr=ptr, C="i32", HW="i32"),
+                          dict(COND=cond, ACC=acc, BLOCK=1024)))
+            cases.append((f"gated_bwd[{dtype}, cond={cond}]", gated._gated_bwd_kernel,
+                          dict(g_ptr=ptr, x_ptr=ptr, c_ptr=ptr, gx_ptr=ptr, gsum_ptr=ptr, C="i32", HW="i32"),
+                          dict(COND=cond, ACC=acc, BLOCK=1024)))
+    return cases
+
+
+def compile_triton_kernels() -> int:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    failures = 0
+    for arch in (80, 90):
+        for name, fn, signature, constexprs in triton_kernels():
+            signature = dict(signature, **{k: "constexpr" for k in constexprs})
+            try:
+                compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                                          target=GPUTarget("cuda", arch, 32))
+                shared = compiled.metadata.shared
+                print(f"triton sm_{arch} {name:<32} ok  (shared memory {shared} B)")
+            except Exception as exc:  # report every kernel, then fail
+                failures += 1
+                print(f"triton sm_{arch} {name:<32} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", required=True, help="build log containing the `-Xptxas -v` output")
@@ -75,6 +127,10 @@ def main() -> int:
         return 1
     print(f"loaded {library} (torch {torch.__version__}, CUDA {torch.version.cuda}); "
           f"CUDA C++ kernels registered: {', '.join(cuda_ops)}")
+    failures = compile_triton_kernels()
+    if failures:
+        print(f"{failures} Triton kernel builds failed", file=sys.stderr)
+        return 1
     return 0
 
 
