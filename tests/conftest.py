@@ -9,6 +9,11 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:
+    # Compare in true float32: with TF32 both the kernels (which follow this setting) and cuDNN's
+    # reference would round their products to 10-bit mantissas, differently.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 import pytest  # noqa: E402
 
@@ -49,4 +54,15 @@ def tolerances(dtype: torch.dtype) -> dict:
     return {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-4, atol=1e-4)}[dtype]
 
 
-__all__ = ["HAS_CUDA", "HAS_TRITON", "compiled_cpu", "fastgen", "tolerances"]
+def assert_matches_reference(fn, reference, inputs, dtype=torch.float32):
+    """fn() and reference() agree in value, and in the gradients of a random upstream gradient
+    with respect to every tensor in ``inputs``."""
+    y, y_ref = fn(), reference()
+    tol = tolerances(dtype)
+    torch.testing.assert_close(y, y_ref, **tol)
+    grad_out = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, inputs, grad_out), torch.autograd.grad(y_ref, inputs, grad_out)):
+        torch.testing.assert_close(got, want, **tol)
+
+
+__all__ = ["HAS_CUDA", "HAS_TRITON", "assert_matches_reference", "compiled_cpu", "fastgen", "tolerances"]

@@ -6,7 +6,7 @@ import torch
 
 import fastgen
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
-from tests.conftest import HAS_CUDA, HAS_TRITON, compiled_cpu, tolerances
+from tests.conftest import HAS_CUDA, HAS_TRITON, assert_matches_reference, compiled_cpu, tolerances
 
 ops = torch.ops.fastgen
 
@@ -45,6 +45,7 @@ IMPLS = [
                  marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
 ]
 DTYPES = [torch.float32, torch.float64]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
 
 
 @pytest.mark.parametrize("make_impl", IMPLS)
@@ -73,18 +74,12 @@ def test_backward_reference_matches_autograd(sample):
         torch.testing.assert_close(ref_sum if cond.dim() == 2 else ref_gx, gc)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
 def test_autograd_matches_reference(device, sample):
     x, cond = sample_inputs(sample, device, requires_grad=True)
-    inputs = [t for t in (x, cond) if t is not None]
-    y = fastgen.ops.gated_activation(x, cond)
-    y_ref = gated_activation_reference(x, cond)
-    grad_out = torch.randn_like(y)
-    tol = tolerances(torch.float32)
-    torch.testing.assert_close(y, y_ref, **tol)
-    for got, want in zip(torch.autograd.grad(y, inputs, grad_out), torch.autograd.grad(y_ref, inputs, grad_out)):
-        torch.testing.assert_close(got, want, **tol)
+    assert_matches_reference(lambda: fastgen.ops.gated_activation(x, cond), lambda: gated_activation_reference(x, cond),
+                             [t for t in (x, cond) if t is not None])
 
 
 def test_cond_gradient_alone():
@@ -104,11 +99,12 @@ def test_saves_nothing_beyond_inputs():
     assert len(saved) == 2 and saved[0] is x and saved[1] is cond
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
-def test_opcheck(sample):
-    x, cond = sample_inputs(sample, requires_grad=True)
+def test_opcheck(device, sample):
+    x, cond = sample_inputs(sample, device, requires_grad=True)
     torch.library.opcheck(ops.gated_activation.default, (x, cond))
-    grad_out = torch.randn(x.shape[0], x.shape[1] // 2, *x.shape[2:])
+    grad_out = torch.randn(x.shape[0], x.shape[1] // 2, *x.shape[2:], device=device)
     torch.library.opcheck(ops.gated_activation_backward.default,
                           (grad_out, x.detach(), None if cond is None else cond.detach()))
 
@@ -144,9 +140,9 @@ def test_non_contiguous_inputs(layout):
     torch.testing.assert_close(fastgen.ops.gated_activation(x, cond), gated_activation_reference(x, cond))
 
 
-@pytest.mark.skipif(not compiled_cpu("gated_activation"), reason="fastgen._C not built")
-def test_bfloat16_error_at_most_twice_reference():
-    x, cond = sample_inputs((2, 16, 9, 8, "global"))
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_error_at_most_twice_reference(device):
+    x, cond = sample_inputs((2, 16, 9, 8, "global"), device)
     exact = gated_activation_reference(x.double(), cond.double())
     ours = fastgen.ops.gated_activation(x.bfloat16(), cond.bfloat16()).double()
     ref = gated_activation_reference(x.bfloat16(), cond.bfloat16()).double()

@@ -16,7 +16,7 @@ from fastgen.reference.masked_conv2d import (
     masked_conv2d_grad_weight_reference,
     masked_conv2d_reference,
 )
-from tests.conftest import HAS_CUDA, HAS_TRITON, compiled_cpu, tolerances
+from tests.conftest import HAS_CUDA, HAS_TRITON, assert_matches_reference, compiled_cpu, tolerances
 
 ops = torch.ops.fastgen
 
@@ -70,6 +70,7 @@ IMPLS = [
     pytest.param(lambda: _dispatcher("cuda"), id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
 ]
 DTYPES = [torch.float32, torch.float64]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
 
 
 @pytest.mark.parametrize("make_impl", IMPLS)
@@ -110,18 +111,13 @@ def test_backward_references_match_autograd(sample):
         masked_conv2d_grad_weight_reference(grad_out, x, w.shape[-1], mask_type=mt, color_groups=g), gw)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
 def test_autograd_matches_reference(device, sample):
     x, w, b, mt, g = sample_inputs(sample, device, requires_grad=True)
-    inputs = [t for t in (x, w, b) if t is not None]
-    y = fastgen.ops.masked_conv2d(x, w, b, mask_type=mt, color_groups=g)
-    y_ref = masked_conv2d_reference(x, w, b, mask_type=mt, color_groups=g)
-    grad_out = torch.randn_like(y)
-    tol = tolerances(torch.float32)
-    torch.testing.assert_close(y, y_ref, **tol)
-    for got, want in zip(torch.autograd.grad(y, inputs, grad_out), torch.autograd.grad(y_ref, inputs, grad_out)):
-        torch.testing.assert_close(got, want, **tol)
+    assert_matches_reference(lambda: fastgen.ops.masked_conv2d(x, w, b, mask_type=mt, color_groups=g),
+                             lambda: masked_conv2d_reference(x, w, b, mask_type=mt, color_groups=g),
+                             [t for t in (x, w, b) if t is not None])
 
 
 def test_only_needed_gradients_are_computed():
@@ -146,11 +142,12 @@ def test_masked_weights_never_matter_and_get_zero_grad(sample):
     assert torch.count_nonzero(gw[~mask.bool()]) == 0
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
-def test_opcheck(sample):
-    x, w, b, mt, g = sample_inputs(sample, requires_grad=True)
+def test_opcheck(device, sample):
+    x, w, b, mt, g = sample_inputs(sample, device, requires_grad=True)
     torch.library.opcheck(ops.masked_conv2d.default, (x, w, b, mt, g))
-    grad_out = torch.randn(x.shape[0], w.shape[0], x.shape[2], x.shape[3])
+    grad_out = torch.randn(x.shape[0], w.shape[0], x.shape[2], x.shape[3], device=device)
     for output_mask in ([True, True, True], [False, True, False]):
         torch.library.opcheck(ops.masked_conv2d_backward.default, (grad_out, x.detach(), w.detach(), mt, g, output_mask))
 
@@ -222,9 +219,9 @@ def test_non_contiguous_inputs(layout):
     torch.testing.assert_close(y, masked_conv2d_reference(x, w, b, mask_type=mt, color_groups=g), **tolerances(torch.float32))
 
 
-@pytest.mark.skipif(not compiled_cpu("masked_conv2d"), reason="fastgen._C not built")
-def test_bfloat16_error_at_most_twice_reference():
-    x, w, b, mt, g = sample_inputs((2, 24, 24, 9, 8, 5, "B", 3, True))
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_error_at_most_twice_reference(device):
+    x, w, b, mt, g = sample_inputs((2, 24, 24, 9, 8, 5, "B", 3, True), device)
     exact = masked_conv2d_reference(x.double(), w.double(), b.double(), mask_type=mt, color_groups=g)
     low = [t.bfloat16() for t in (x, w, b)]
     ours = fastgen.ops.masked_conv2d(*low, mask_type=mt, color_groups=g).double()
@@ -239,12 +236,9 @@ def test_bfloat16_error_at_most_twice_reference():
 def test_random_shapes_match_reference(n, groups, cin_per, cout_per, h, w, k, mask_type, bias):
     sample = (n, cin_per * groups, cout_per * groups, h, w, k, mask_type, groups, bias)
     x, wt, b, mt, g = sample_inputs(sample, requires_grad=True)
-    y = fastgen.ops.masked_conv2d(x, wt, b, mask_type=mt, color_groups=g)
-    y_ref = masked_conv2d_reference(x, wt, b, mask_type=mt, color_groups=g)
-    torch.testing.assert_close(y, y_ref, **tolerances(torch.float32))
-    grad_out = torch.randn_like(y)
-    for got, want in zip(torch.autograd.grad(y, (x, wt), grad_out), torch.autograd.grad(y_ref, (x, wt), grad_out)):
-        torch.testing.assert_close(got, want, **tolerances(torch.float32))
+    assert_matches_reference(lambda: fastgen.ops.masked_conv2d(x, wt, b, mask_type=mt, color_groups=g),
+                             lambda: masked_conv2d_reference(x, wt, b, mask_type=mt, color_groups=g),
+                             [t for t in (x, wt, b) if t is not None])
 
 
 def test_use_reference_routes_to_reference():
