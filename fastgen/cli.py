@@ -5,33 +5,40 @@ import argparse
 import sys
 
 
-def _info(args: argparse.Namespace) -> int:
+def _info(args: argparse.Namespace, extra: list[str]) -> int:
     import fastgen
 
     fastgen.info()
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main
-
-    return bench_main(args.bench_args)
+def _bench(args: argparse.Namespace, extra: list[str]) -> int:
+    try:
+        from bench.__main__ import main as bench_main
+    except ImportError:
+        print("fastgen bench: the benchmark harness lives in the source checkout (bench/); run it from there",
+              file=sys.stderr)
+        return 2
+    return bench_main(extra[1:] if extra[:1] == ["--"] else extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgen", description="Generative image models with compiled kernels.")
     commands = parser.add_subparsers(dest="command", required=True)
-    p_info = commands.add_parser("info", help="versions and which implementation serves each op")
-    p_info.set_defaults(run=_info)
-    p_bench = commands.add_parser("bench", help="run the benchmark harness (from a source checkout)")
-    p_bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for `python -m bench`")
-    p_bench.set_defaults(run=_bench)
+    commands.add_parser("info", help="versions and which implementation serves each op").set_defaults(run=_info)
+    commands.add_parser(
+        "bench", help="run the benchmark harness; takes the options of `python -m bench` (see --help there)",
+        add_help=False,
+    ).set_defaults(run=_bench, passes_options=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passes_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.run(args, extra)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from torch._prims_common import suggest_memory_format
 import triton.language as tl
 
 from fastgen.reference.masked_conv2d import causal_mask
@@ -136,16 +137,17 @@ def _tap_conv(inp: torch.Tensor, packed: torch.Tensor, dys: list, dxs: list, bia
 def masked_conv2d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mask_type: str,
                          color_groups: int) -> torch.Tensor:
     packed, dys, dxs = _packed_weight(weight, mask_type, color_groups)
-    return _tap_conv(x, packed, dys, dxs, None if bias is None else bias.contiguous())
+    out = _tap_conv(x, packed, dys, dxs, None if bias is None else bias.contiguous())
+    return out.contiguous(memory_format=suggest_memory_format(x))  # outputs keep x's layout
 
 
 def masked_conv2d_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask_type: str,
                                   color_groups: int, output_mask: list[bool]):
     """(grad_x, grad_weight, grad_bias); entries not asked for in output_mask are empty tensors."""
-    grad_x = (masked_conv2d_grad_input_triton(grad_out, weight, mask_type, color_groups) if output_mask[0]
-              else x.new_empty(0))
+    grad_x = (masked_conv2d_grad_input_triton(grad_out, weight, mask_type, color_groups)
+              .contiguous(memory_format=suggest_memory_format(x)) if output_mask[0] else x.new_empty(0))
     grad_w = (masked_conv2d_grad_weight_triton(grad_out, x, weight.shape[-1], mask_type, color_groups)
-              if output_mask[1] else x.new_empty(0))
+              .contiguous(memory_format=suggest_memory_format(weight)) if output_mask[1] else x.new_empty(0))
     grad_b = grad_out.sum(dim=(0, 2, 3)) if output_mask[2] else x.new_empty(0)
     return grad_x, grad_w, grad_b
 

@@ -27,3 +27,12 @@ def test_markdown_table_of_latest_run(tmp_path, capsys):
     assert table_main([str(out)]) == 0
     table = capsys.readouterr().out
     assert "| gated_activation |" in table and "| fwd |" in table
+
+
+def test_cli_passes_options_to_the_harness(tmp_path):
+    from fastgen.cli import main as cli_main
+
+    out = tmp_path / "cli.csv"
+    assert cli_main(["bench", "--quick", "--op", "gated_activation", "--providers", "fastgen", "--modes", "fwd",
+                     "--repeats", "1", "--out", str(out)]) == 0
+    assert out.read_text().count("gated_activation") == 2  # two quick shapes

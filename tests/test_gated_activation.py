@@ -130,6 +130,13 @@ def test_extreme_inputs_stay_finite(make_impl):
     torch.testing.assert_close(gx, gated_activation_backward_reference(torch.ones_like(y), x)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_opcheck_channels_last():
+    x, cond = sample_inputs((2, 4, 5, 6, "spatial"))
+    x, cond = x.contiguous(memory_format=torch.channels_last), cond.contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(ops.gated_activation.default, (x.requires_grad_(), cond))
+    torch.library.opcheck(ops.gated_activation_backward.default, (torch.randn(2, 4, 5, 6), x.detach(), cond))
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "sliced"])
 def test_non_contiguous_inputs(layout):
     x, cond = sample_inputs((2, 4, 5, 6, "spatial"))

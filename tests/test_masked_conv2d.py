@@ -208,6 +208,14 @@ def test_causality(make_impl, mask_type, groups, k):
                 f"output (group {go}, {h}, {w}) {'ignored' if expected else 'saw'} input (group {gi}, {hh}, {ww})")
 
 
+def test_opcheck_channels_last():
+    x, w, b, mt, g = sample_inputs((2, 6, 9, 7, 8, 3, "B", 3, True), requires_grad=True)
+    x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.library.opcheck(ops.masked_conv2d.default, (x, w, b, mt, g))
+    grad_out = torch.randn(2, 9, 7, 8)
+    torch.library.opcheck(ops.masked_conv2d_backward.default, (grad_out, x.detach(), w.detach(), mt, g, [True] * 3))
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "sliced"])
 def test_non_contiguous_inputs(layout):
     x, w, b, mt, g = sample_inputs((2, 6, 9, 7, 8, 3, "B", 3, True))

@@ -126,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
       auto taps = kept_taps(weight.size(2), mask_type, color_groups);
       const auto w_taps = gather_taps(w_upper, taps).permute({2, 0, 1});  // (taps, out, in)
       for (auto& t : taps) t = {-t.dy, -t.dx};
-      grad_x = tap_conv(grad_out, w_taps, at::Tensor(), taps);
+      grad_x = tap_conv(grad_out, w_taps, at::Tensor(), taps).contiguous(format);
     } else {
       // oneDNN: the adjoint as a forward convolution (its backward-data path is slower for these
       // short kernels): correlate grad_out, padded below, with the flipped, transposed kernel.

@@ -10,10 +10,15 @@ from fastgen.reference.gated_activation import gated_activation_backward_referen
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.gated_activation"
 
-register_implementations("gated_activation", gated_activation_reference, (_TRITON, "gated_activation_triton"))
+# Every implementation returns contiguous (NCHW) tensors, whatever the input layout.
+register_implementations(
+    "gated_activation",
+    lambda x, cond: gated_activation_reference(x, cond).contiguous(),
+    (_TRITON, "gated_activation_triton"),
+)
 register_implementations(
     "gated_activation_backward",
-    gated_activation_backward_reference,
+    lambda g, x, cond: tuple(t.contiguous() for t in gated_activation_backward_reference(g, x, cond)),
     (_TRITON, "gated_activation_backward_triton"),
 )
 
@@ -26,7 +31,7 @@ def _(x, cond):
 
 @torch.library.register_fake("fastgen::gated_activation_backward")
 def _(grad_out, x, cond):
-    return torch.empty_like(x), x.new_empty(x.shape[0], x.shape[1])
+    return x.new_empty(x.shape), x.new_empty(x.shape[0], x.shape[1])
 
 
 def _setup_context(ctx, inputs, output):

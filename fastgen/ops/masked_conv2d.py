@@ -37,6 +37,7 @@ def _(x, weight, bias, mask_type, color_groups):
 @torch.library.register_fake("fastgen::masked_conv2d_backward")
 def _(grad_out, x, weight, mask_type, color_groups, output_mask):
     torch._check(grad_out.shape[1] == weight.shape[0], lambda: "grad_out channels must match weight out_channels")
+    # grad_x keeps x's layout, grad_weight the weight's.
     grad_x = torch.empty_like(x) if output_mask[0] else x.new_empty(0)
     grad_w = torch.empty_like(weight) if output_mask[1] else x.new_empty(0)
     grad_b = x.new_empty(weight.shape[0]) if output_mask[2] else x.new_empty(0)
