@@ -10,6 +10,8 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-bench/results/gpu-run}
 mkdir -p "$OUT"
 export MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1
+# torch guesses CUDA_HOME from the nvcc on PATH, which may be a wrapper outside the toolkit.
+if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
 status=0
 
 step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
