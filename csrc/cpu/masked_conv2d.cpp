@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "scratch.h"
 #include "tap_conv.h"
 
 #include <array>

@@ -22,9 +22,4 @@ at::Tensor tap_conv(const at::Tensor& x, const at::Tensor& weight, const at::Ten
 // as (taps, C_in, C_out). Same availability as tap_conv (for x and grad_out).
 at::Tensor tap_conv_weight_grad(const at::Tensor& x, const at::Tensor& grad_out, const std::vector<Tap>& taps);
 
-// A zero-padded copy of t (rows on top/bottom, columns left/right), in a per-thread scratch buffer
-// that is reused across calls; `slot` keeps buffers that are alive at the same time apart. The
-// result is only valid until the next call with the same slot on this thread.
-at::Tensor padded_scratch(const at::Tensor& t, int64_t top, int64_t bottom, int64_t left, int64_t right, int slot);
-
 }  // namespace fastgen
