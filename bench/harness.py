@@ -54,15 +54,16 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with "-dirty" when the working tree differs from it."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    """The checkout's commit, with "-dirty" when tracked files other than bench/results/ differ from it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=here).stdout.strip()
+                              cwd=root).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=5, cwd=root).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    dirty = any(not line[3:].startswith("bench/results/") for line in status)
     return (head + "-dirty" if dirty else head) or "unknown"
 
 
