@@ -24,6 +24,10 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()
 
 
+DTYPES = [torch.float32, torch.float64]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
+
+
 def compiled_cpu(op: str) -> bool:
     """Whether the dispatcher serves ``op`` on CPU from fastgen._C (asked, not guessed)."""
     return implementations()[op]["CPU"].startswith("C++")
@@ -65,4 +69,5 @@ def assert_matches_reference(fn, reference, inputs, dtype=torch.float32):
         torch.testing.assert_close(got, want, **tol)
 
 
-__all__ = ["HAS_CUDA", "HAS_TRITON", "assert_matches_reference", "compiled_cpu", "fastgen", "tolerances"]
+__all__ = ["DEVICES", "DTYPES", "HAS_CUDA", "HAS_TRITON", "assert_matches_reference", "compiled_cpu", "fastgen",
+           "tolerances"]

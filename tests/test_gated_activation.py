@@ -6,7 +6,15 @@ import torch
 
 import fastgen
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
-from tests.conftest import HAS_CUDA, HAS_TRITON, assert_matches_reference, compiled_cpu, tolerances
+from tests.conftest import (
+    DEVICES,
+    DTYPES,
+    HAS_CUDA,
+    HAS_TRITON,
+    assert_matches_reference,
+    compiled_cpu,
+    tolerances,
+)
 
 ops = torch.ops.fastgen
 
@@ -44,8 +52,6 @@ IMPLS = [
     pytest.param(lambda: ("cuda", ops.gated_activation, ops.gated_activation_backward), id="cuda",
                  marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
 ]
-DTYPES = [torch.float32, torch.float64]
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
 
 
 @pytest.mark.parametrize("make_impl", IMPLS)

@@ -16,7 +16,15 @@ from fastgen.reference.masked_conv2d import (
     masked_conv2d_grad_weight_reference,
     masked_conv2d_reference,
 )
-from tests.conftest import HAS_CUDA, HAS_TRITON, assert_matches_reference, compiled_cpu, tolerances
+from tests.conftest import (
+    DEVICES,
+    DTYPES,
+    HAS_CUDA,
+    HAS_TRITON,
+    assert_matches_reference,
+    compiled_cpu,
+    tolerances,
+)
 
 ops = torch.ops.fastgen
 
@@ -69,8 +77,6 @@ IMPLS = [
     pytest.param(_triton, id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
     pytest.param(lambda: _dispatcher("cuda"), id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
 ]
-DTYPES = [torch.float32, torch.float64]
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
 
 
 @pytest.mark.parametrize("make_impl", IMPLS)
