@@ -12,8 +12,6 @@ import shutil
 
 from setuptools import setup
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-
 
 def _cuda_wanted(torch) -> bool:
     forced = os.environ.get("FASTGEN_CUDA")
@@ -33,10 +31,9 @@ def _extensions():
     sources = sorted(glob.glob("csrc/cpu/*.cpp"))
     if _cuda_wanted(torch):
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        include_dirs = []
         # pip's CUDA build of torch ships the CUDA headers (cusparse.h, ...) inside site-packages.
-        for site in {os.path.dirname(os.path.dirname(torch.__file__))}:
-            include_dirs += glob.glob(os.path.join(site, "nvidia", "cu*", "include"))
+        site_packages = os.path.dirname(os.path.dirname(torch.__file__))
+        include_dirs = glob.glob(os.path.join(site_packages, "nvidia", "cu*", "include"))
         ext = CUDAExtension(
             "fastgen._C",
             sources + sorted(glob.glob("csrc/cuda/*.cu")),

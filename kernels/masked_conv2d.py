@@ -55,10 +55,13 @@ def _tap_conv_fwd_kernel(x_ptr, w_ptr, dy_ptr, dx_ptr, b_ptr, y_ptr, T, C_IN, C_
 
 
 @triton.jit
-def _tap_conv_wgrad_kernel(x_ptr, g_ptr, dy_ptr, dx_ptr, gw_ptr, N, C_IN, C_OUT, H, W,
+def _tap_conv_wgrad_kernel(x_ptr, g_ptr, dy_ptr, dx_ptr, gw_ptr, T, N, IMAGES_PER_SPLIT, C_IN, C_OUT, H, W,
                            ACC: tl.constexpr, PRECISION: tl.constexpr,
                            BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr):
-    t = tl.program_id(0)
+    # Program (split * T + t, ci block, co block) sums images [split * IMAGES_PER_SPLIT, ...) into
+    # its own slice of gw (splits, T, C_in, C_out); the launcher adds the slices (deterministic).
+    t = tl.program_id(0) % T
+    split = tl.program_id(0) // T
     offs_ci = tl.program_id(1) * BLOCK_CI + tl.arange(0, BLOCK_CI)
     offs_co = tl.program_id(2) * BLOCK_CO + tl.arange(0, BLOCK_CO)
     ci_ok = offs_ci < C_IN
@@ -67,7 +70,8 @@ def _tap_conv_wgrad_kernel(x_ptr, g_ptr, dy_ptr, dx_ptr, gw_ptr, N, C_IN, C_OUT,
     dx = tl.load(dx_ptr + t)
     HW = H * W
     acc = tl.zeros((BLOCK_CI, BLOCK_CO), dtype=ACC)
-    for n in range(0, N):
+    n_end = tl.minimum(N, (split + 1) * IMAGES_PER_SPLIT)
+    for n in range(split * IMAGES_PER_SPLIT, n_end):
         x_base = x_ptr + (n * C_IN).to(tl.int64) * HW
         g_base = g_ptr + (n * C_OUT).to(tl.int64) * HW
         for p0 in range(0, HW, BLOCK_P):
@@ -81,7 +85,8 @@ def _tap_conv_wgrad_kernel(x_ptr, g_ptr, dy_ptr, dx_ptr, gw_ptr, N, C_IN, C_OUT,
             gv = tl.load(g_base + offs_co[None, :] * HW + offs_p[:, None],
                          mask=p_ok[:, None] & co_ok[None, :], other=0.0)
             acc += tl.dot(xv.to(ACC), gv.to(ACC), input_precision=PRECISION, out_dtype=ACC)
-    tl.store(gw_ptr + (t * C_IN + offs_ci[:, None]) * C_OUT + offs_co[None, :], acc.to(gw_ptr.dtype.element_ty),
+    gw_base = gw_ptr + ((split * T + t) * C_IN).to(tl.int64) * C_OUT
+    tl.store(gw_base + offs_ci[:, None] * C_OUT + offs_co[None, :], acc.to(gw_ptr.dtype.element_ty),
              mask=ci_ok[:, None] & co_ok[None, :])
 
 
@@ -103,14 +108,19 @@ def _tap_tensors(dys: list[int], dxs: list[int], device: torch.device) -> tuple[
     return (torch.tensor(dys, dtype=torch.int32, device=device), torch.tensor(dxs, dtype=torch.int32, device=device))
 
 
+def _kernel_positions(dys: list[int], dxs: list[int], p: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of each tap in the k x k kernel, for indexing the weight."""
+    return (torch.tensor([dy + p for dy in dys], device=device, dtype=torch.long),
+            torch.tensor([dx + p for dx in dxs], device=device, dtype=torch.long))
+
+
 def _packed_weight(weight: torch.Tensor, mask_type: str, color_groups: int) -> tuple[torch.Tensor, list, list]:
     """The masked weight as (taps, C_in, C_out) and its tap offsets."""
     out_c, in_c, k, _ = weight.shape
     p = k // 2
     dys, dxs = _taps(k, mask_type, color_groups)
     mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=weight.dtype, device=weight.device)
-    rows = torch.tensor([dy + p for dy in dys], device=weight.device, dtype=torch.long)
-    cols = torch.tensor([dx + p for dx in dxs], device=weight.device, dtype=torch.long)
+    rows, cols = _kernel_positions(dys, dxs, p, weight.device)
     packed = (weight * mask)[:, :, rows, cols].permute(2, 1, 0).contiguous()
     return packed, dys, dxs
 
@@ -167,18 +177,21 @@ def masked_conv2d_grad_weight_triton(grad_out: torch.Tensor, x: torch.Tensor, ke
     dys, dxs = _taps(kernel_size, mask_type, color_groups)
     if not dys:
         return grad_w
-    packed = torch.empty(len(dys), c_in, c_out, device=x.device, dtype=x.dtype)
     dy_t, dx_t = _tap_tensors(dys, dxs, x.device)
     block_p, block_ci, block_co = _blocks(x.device)
-    grid = (len(dys), triton.cdiv(c_in, block_ci), triton.cdiv(c_out, block_co))
+    tiles = len(dys) * triton.cdiv(c_in, block_ci) * triton.cdiv(c_out, block_co)
+    # Split the sum over images across programs until there are enough to fill a GPU (~512).
+    splits = min(n, max(1, 512 // tiles)) if x.device.type == "cuda" else 1
+    images_per_split = triton.cdiv(n, splits)
+    splits = triton.cdiv(n, images_per_split)
+    partial = torch.empty(splits, len(dys), c_in, c_out, device=x.device, dtype=x.dtype)
+    grid = (splits * len(dys), triton.cdiv(c_in, block_ci), triton.cdiv(c_out, block_co))
     _tap_conv_wgrad_kernel[grid](
-        x, grad_out, dy_t, dx_t, packed, n, c_in, c_out, h, w,
+        x, grad_out, dy_t, dx_t, partial, len(dys), n, images_per_split, c_in, c_out, h, w,
         ACC=compute_dtype(x.dtype), PRECISION=dot_precision(x.device), BLOCK_P=block_p, BLOCK_CI=block_ci,
         BLOCK_CO=block_co,
     )
-    p = kernel_size // 2
-    rows = torch.tensor([dy + p for dy in dys], device=x.device, dtype=torch.long)
-    cols = torch.tensor([dx + p for dx in dxs], device=x.device, dtype=torch.long)
-    grad_w[:, :, rows, cols] = packed.permute(2, 1, 0)
+    rows, cols = _kernel_positions(dys, dxs, kernel_size // 2, x.device)
+    grad_w[:, :, rows, cols] = partial.sum(dim=0).permute(2, 1, 0)
     mask = causal_mask(c_out, c_in, kernel_size, mask_type, color_groups, dtype=x.dtype, device=x.device)
     return grad_w * mask

@@ -60,8 +60,8 @@ def triton_kernels():
                            C_IN="i32", C_OUT="i32", H="i32", W="i32"),
                       dict(HAS_BIAS=True, ACC=acc, PRECISION=precision, **blocks)))
         cases.append((f"tap_conv_wgrad[{dtype}]", conv._tap_conv_wgrad_kernel,
-                      dict(x_ptr=ptr, g_ptr=ptr, dy_ptr="*i32", dx_ptr="*i32", gw_ptr=ptr, N="i32", C_IN="i32",
-                           C_OUT="i32", H="i32", W="i32"),
+                      dict(x_ptr=ptr, g_ptr=ptr, dy_ptr="*i32", dx_ptr="*i32", gw_ptr=ptr, T="i32", N="i32",
+                           IMAGES_PER_SPLIT="i32", C_IN="i32", C_OUT="i32", H="i32", W="i32"),
                       dict(ACC=acc, PRECISION=precision, **blocks)))
         for cond in (0, 1, 2):
             cases.append((f"gated_fwd[{dtype}, cond={cond}]", gated._gated_fwd_kernel,
