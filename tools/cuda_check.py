@@ -45,6 +45,7 @@ def ptxas_report(log: str) -> list[dict]:
 
 def triton_kernels():
     """(name, jit function, signature, constexprs) for every Triton kernel, as the launchers call them."""
+    import torch
     import triton.language as tl
 
     from fastgen.kernels import gated_activation as gated
@@ -54,7 +55,8 @@ def triton_kernels():
     for dtype, acc in (("fp32", tl.float32), ("fp64", tl.float64), ("bf16", tl.float32)):
         ptr = f"*{dtype}"
         precision = "tf32" if dtype == "fp32" else "ieee"
-        blocks = dict(zip(("BLOCK_P", "BLOCK_CI", "BLOCK_CO"), (64, 32, 64)))
+        blocks = dict(zip(("BLOCK_P", "BLOCK_CI", "BLOCK_CO"), conv._blocks(torch.device("cuda"))))
+        gated_block = gated._block(1 << 20)  # the largest block the launchers pick
         cases.append((f"tap_conv_fwd[{dtype}]", conv._tap_conv_fwd_kernel,
                       dict(x_ptr=ptr, w_ptr=ptr, dy_ptr="*i32", dx_ptr="*i32", b_ptr=ptr, y_ptr=ptr, T="i32",
                            C_IN="i32", C_OUT="i32", H="i32", W="i32"),
@@ -66,10 +68,10 @@ def triton_kernels():
         for cond in (0, 1, 2):
             cases.append((f"gated_fwd[{dtype}, cond={cond}]", gated._gated_fwd_kernel,
                           dict(x_ptr=ptr, c_ptr=ptr, y_ptr=ptr, C="i32", HW="i32"),
-                          dict(COND=cond, ACC=acc, BLOCK=1024)))
+                          dict(COND=cond, ACC=acc, BLOCK=gated_block)))
             cases.append((f"gated_bwd[{dtype}, cond={cond}]", gated._gated_bwd_kernel,
                           dict(g_ptr=ptr, x_ptr=ptr, c_ptr=ptr, gx_ptr=ptr, gsum_ptr=ptr, C="i32", HW="i32"),
-                          dict(COND=cond, ACC=acc, BLOCK=1024)))
+                          dict(COND=cond, ACC=acc, BLOCK=gated_block)))
     return cases
 
 

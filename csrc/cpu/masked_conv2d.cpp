@@ -98,11 +98,13 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, cons
               "masked_conv2d: weight must be (C_out, C_in, k, k), got ", weight.sizes());
   TORCH_CHECK(x.size(1) == weight.size(1), "masked_conv2d: x has ", x.size(1), " channels, weight expects ",
               weight.size(1));
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && (!bias.has_value() || bias->scalar_type() == x.scalar_type()),
+              "masked_conv2d: weight and bias must have x's dtype ", x.scalar_type());
   check_mask_args(mask_type, color_groups, weight.size(2));
   const int64_t p = weight.size(2) / 2;
   const auto format = x.suggest_memory_format();
   const auto w_upper = masked_upper_weight(weight, mask_type, color_groups, format);
-  if (tap_conv_available(x) && weight.scalar_type() == at::kFloat) {
+  if (tap_conv_available(x)) {
     const auto taps = kept_taps(weight.size(2), mask_type, color_groups);
     // (out, in, taps) -> (taps, in, out)
     return tap_conv(x, gather_taps(w_upper, taps).permute({2, 1, 0}), bias.value_or(at::Tensor()), taps);
@@ -115,19 +117,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
                                                                       std::string_view mask_type, int64_t color_groups,
                                                                       std::array<bool, 3> output_mask) {
   check_mask_args(mask_type, color_groups, weight.size(2));
-  const int64_t p = weight.size(2) / 2, out_c = weight.size(0);
+  const int64_t k = weight.size(2), p = k / 2, out_c = weight.size(0);
   const auto format = x.suggest_memory_format();
-  const auto w_upper = masked_upper_weight(weight, mask_type, color_groups, format);
+  const bool direct = tap_conv_available(x) && tap_conv_available(grad_out);
+  const auto taps = kept_taps(k, mask_type, color_groups);
+  // The masked weight rows feed grad_x and the oneDNN weight gradient, not the direct one.
+  const auto w_upper = output_mask[0] || (output_mask[1] && !direct)
+                           ? masked_upper_weight(weight, mask_type, color_groups, format)
+                           : at::Tensor();
   // Gradients not asked for come back as distinct empty tensors (outputs must not alias).
   at::Tensor grad_x = x.new_empty({0}), grad_w = x.new_empty({0}), grad_b = x.new_empty({0});
   if (output_mask[0]) {
-    // The adjoint is again a convolution over the kept taps, mirrored, with in and out swapped:
-    // gx[i, q] = sum_t sum_o W[o, i, t] * gy[o, q - offset_t].
-    if (tap_conv_available(grad_out) && weight.scalar_type() == at::kFloat) {
-      auto taps = kept_taps(weight.size(2), mask_type, color_groups);
-      const auto w_taps = gather_taps(w_upper, taps).permute({2, 0, 1});  // (taps, out, in)
-      for (auto& t : taps) t = {-t.dy, -t.dx};
-      grad_x = tap_conv(grad_out, w_taps, at::Tensor(), taps).contiguous(format);
+    if (direct) {
+      // The adjoint is again a convolution over the kept taps, mirrored, with in and out swapped:
+      // gx[i, q] = sum_t sum_o W[o, i, t] * gy[o, q - offset_t].
+      std::vector<Tap> mirrored;
+      for (const auto& t : taps) mirrored.push_back({-t.dy, -t.dx});
+      grad_x = tap_conv(grad_out, gather_taps(w_upper, taps).permute({2, 0, 1}), at::Tensor(), mirrored)
+                   .contiguous(format);
     } else {
       // oneDNN: the adjoint as a forward convolution (its backward-data path is slower for these
       // short kernels): correlate grad_out, padded below, with the flipped, transposed kernel.
@@ -136,11 +143,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
     }
   }
   if (output_mask[1]) {
-    const int64_t k = weight.size(2);
     auto full = at::zeros({out_c, weight.size(1), k, k}, weight.options());
     auto upper = full.narrow(2, 0, p + 1);
-    if (tap_conv_available(x) && tap_conv_available(grad_out)) {
-      const auto taps = kept_taps(k, mask_type, color_groups);
+    if (direct) {
       full.view({out_c, weight.size(1), k * k})
           .index_copy_(2, tap_index(taps, k, x.options()), tap_conv_weight_grad(x, grad_out, taps).permute({2, 1, 0}));
     } else {
