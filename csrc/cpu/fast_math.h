@@ -45,6 +45,7 @@ FASTGEN_INLINE float tanh_fast(float x) {
 FASTGEN_INLINE float sigmoid_fast(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
 
 // Double precision (gradcheck, debugging) uses libm: exactness matters there, not speed.
+FASTGEN_INLINE double exp_fast(double x) { return std::exp(x); }
 FASTGEN_INLINE double tanh_fast(double x) { return std::tanh(x); }
 FASTGEN_INLINE double sigmoid_fast(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 

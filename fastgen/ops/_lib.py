@@ -20,3 +20,10 @@ lib.define(
 lib.define("gated_activation(Tensor x, Tensor? cond) -> Tensor")
 # Returns grad_x and its sum over H and W, which is the gradient of an (N, 2C) cond (fused, one pass).
 lib.define("gated_activation_backward(Tensor grad_out, Tensor x, Tensor? cond) -> (Tensor, Tensor)")
+
+# categorical_nll: softmax cross-entropy over levels, summed per image. logits (N, L, C, H, W),
+# target (N, C, H, W) int64 -> (nll (N,), lse (N, C, H, W)); lse (logsumexp over levels, float32
+# or float64) is what the backward needs instead of a saved softmax.
+lib.define("categorical_nll(Tensor logits, Tensor target) -> (Tensor, Tensor)")
+# grad_logits = grad[n] * (exp(logits - lse) - onehot(target)), in the logits' layout.
+lib.define("categorical_nll_backward(Tensor grad, Tensor logits, Tensor target, Tensor lse) -> Tensor")

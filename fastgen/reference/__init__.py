@@ -1,4 +1,9 @@
 """Pure-PyTorch specifications of every fastgen op: the truth that tests and benchmarks compare to."""
+from fastgen.reference.categorical_nll import (
+    categorical_logsumexp_reference,
+    categorical_nll_backward_reference,
+    categorical_nll_reference,
+)
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 from fastgen.reference.masked_conv2d import (
     causal_mask,
@@ -9,6 +14,9 @@ from fastgen.reference.masked_conv2d import (
 )
 
 __all__ = [
+    "categorical_logsumexp_reference",
+    "categorical_nll_backward_reference",
+    "categorical_nll_reference",
     "causal_mask",
     "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
