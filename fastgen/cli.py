@@ -22,10 +22,23 @@ def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     return bench_main(extra[1:] if extra[:1] == ["--"] else extra)
 
 
+def _demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from fastgen.demo import main as demo_main
+
+    return demo_main(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgen", description="Generative image models with compiled kernels.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions and which implementation serves each op").set_defaults(run=_info)
+    demo = commands.add_parser("demo", help="train a class-conditional Gated PixelCNN on the bundled digits, "
+                                             "report test bits/dim and write a sample grid")
+    demo.add_argument("--out", default="runs/demo", help="directory for checkpoints and the grid (default: runs/demo)")
+    demo.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=_demo)
     commands.add_parser(
         "bench", help="run the benchmark harness; takes the options of `python -m bench` (see --help there)",
         add_help=False,

@@ -1,6 +1,7 @@
 """Op dispatch: which implementation serves each op, the reference fallback, fastgen.info()."""
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import torch
 import fastgen
 from fastgen.ops import implementations
 
-OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward"}
+OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward", "categorical_nll",
+       "categorical_nll_backward"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,6 +24,14 @@ def test_every_op_is_served_on_every_device():
         assert set(served) == {"CPU", "CUDA"}
         for key in ("CPU", "CUDA"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{op}", key), (op, key)
+
+
+@pytest.mark.skipif(os.environ.get("FASTGEN_REQUIRE_EXT") != "1", reason="only where the build is required")
+def test_optional_dependencies_are_installed_when_required():
+    # Data, training and demo tests skip where pillow, tqdm or scikit-learn are missing (a bare GPU
+    # machine); under `make test` they must run.
+    for module in ("PIL", "tqdm", "sklearn"):
+        importlib.import_module(module)
 
 
 @pytest.mark.skipif(os.environ.get("FASTGEN_REQUIRE_EXT") != "1", reason="only where the build is required")
@@ -66,6 +76,11 @@ assert x.grad is not None and w.grad is not None
 c = torch.randn(2, 6)
 torch.testing.assert_close(fastgen.ops.gated_activation(x, c), gated_activation_reference(x, c))
 torch.library.opcheck(torch.ops.fastgen.masked_conv2d.default, (x.detach(), w.detach(), None, "A", 1))
+z = torch.randn(2, 5, 3, 4, 4, requires_grad=True); t = torch.randint(0, 5, (2, 3, 4, 4))
+torch.testing.assert_close(fastgen.ops.categorical_nll(z, t), fastgen.reference.categorical_nll_reference(z, t))
+torch.library.opcheck(torch.ops.fastgen.categorical_nll.default, (z, t))
+model = fastgen.models.GatedPixelCNN(3, 4, 4, hidden_channels=6, n_layers=2, kernel_size=3)
+model.loss(torch.randint(0, 4, (2, 3, 4, 4))).backward()
 print("ok")
 """
     env = dict(os.environ, FASTGEN_DISABLE_EXT="1")

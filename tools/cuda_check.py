@@ -48,6 +48,7 @@ def triton_kernels():
     import torch
     import triton.language as tl
 
+    from fastgen.kernels import categorical_nll as nll
     from fastgen.kernels import gated_activation as gated
     from fastgen.kernels import masked_conv2d as conv
 
@@ -72,6 +73,14 @@ def triton_kernels():
             cases.append((f"gated_bwd[{dtype}, cond={cond}]", gated._gated_bwd_kernel,
                           dict(g_ptr=ptr, x_ptr=ptr, c_ptr=ptr, gx_ptr=ptr, gsum_ptr=ptr, C="i32", HW="i32"),
                           dict(COND=cond, ACC=acc, BLOCK=gated_block)))
+        acc_ptr = "*fp64" if dtype == "fp64" else "*fp32"
+        sizes = dict(L="i32", C="i32", HW="i32", s_n="i64", s_l="i64", s_c="i64")
+        cases.append((f"categorical_nll_fwd[{dtype}]", nll._nll_fwd_kernel,
+                      dict(z_ptr=ptr, t_ptr="*i64", lse_ptr=acc_ptr, part_ptr=acc_ptr, **sizes),
+                      dict(ACC=acc, BLOCK=nll._BLOCK)))
+        cases.append((f"categorical_nll_bwd[{dtype}]", nll._nll_bwd_kernel,
+                      dict(g_ptr=ptr, z_ptr=ptr, t_ptr="*i64", lse_ptr=acc_ptr, gz_ptr=ptr, **sizes),
+                      dict(ACC=acc, BLOCK=nll._BLOCK)))
     return cases
 
 

@@ -1,0 +1,79 @@
+"""``ImageDataset``: integer images (N, C, H, W) in [0, levels) with optional labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or not in the expected format (the message names both)."""
+
+    def __init__(self, path: object, expected: str, problem: str):
+        super().__init__(f"{path}: {problem}; expected {expected}")
+        self.path, self.expected = path, expected
+
+
+@dataclass
+class ImageDataset(torch.utils.data.Dataset):
+    """Images of ``levels`` values per sub-pixel, as a torch Dataset of (image int64, label).
+
+    Attributes:
+        images: (N, C, H, W) integer tensor in [0, levels) (uint8 when levels <= 256).
+        labels: (N,) int64 class labels, or None.
+        levels: values per sub-pixel.
+        classes: the class names, index = label.
+        name: where it came from (for messages).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    levels: int
+    classes: list[str] = field(default_factory=list)
+    name: str = "images"
+
+    def __post_init__(self):
+        if self.images.dim() != 4 or self.images.is_floating_point():
+            raise ValueError(f"{self.name}: images must be an integer (N, C, H, W) tensor, got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and tuple(self.labels.shape) != (self.images.shape[0],):
+            raise ValueError(f"{self.name}: labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        if self.images.numel() and int(self.images.max()) >= self.levels:
+            raise ValueError(f"{self.name}: image values reach {int(self.images.max())}, outside levels={self.levels}")
+        if self.labels is not None:
+            self.labels = self.labels.long()
+            if not self.classes and len(self.labels):
+                self.classes = [str(i) for i in range(int(self.labels.max()) + 1)]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        label = self.labels[index] if self.labels is not None else torch.tensor(-1)
+        return self.images[index].long(), label
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def n_classes(self) -> int | None:
+        return len(self.classes) if self.labels is not None else None
+
+    def subset(self, index: torch.Tensor | slice, name: str | None = None) -> ImageDataset:
+        return ImageDataset(self.images[index], None if self.labels is None else self.labels[index], self.levels,
+                            list(self.classes), name or self.name)
+
+    def quantize(self, levels: int) -> ImageDataset:
+        """The same images with ``levels`` values per sub-pixel (value v -> floor(v * levels / self.levels))."""
+        if not 2 <= levels <= self.levels:
+            raise ValueError(f"levels must be between 2 and {self.levels} (the current levels), got {levels}")
+        images = torch.div(self.images.long() * levels, self.levels, rounding_mode="floor")
+        return ImageDataset(images.to(torch.uint8 if levels <= 256 else torch.int32), self.labels, levels,
+                            list(self.classes), f"{self.name} ({levels} levels)")
+
+    def binarize(self, threshold: float = 0.5) -> ImageDataset:
+        """Sub-pixels at or above ``threshold`` of the range become 1, the rest 0 (levels = 2)."""
+        images = (self.images.float() >= threshold * (self.levels - 1)).to(torch.uint8)
+        return ImageDataset(images, self.labels, 2, list(self.classes), f"{self.name} (binarized)")

@@ -1,0 +1,194 @@
+"""What every autoregressive image model in fastgen shares: input checks, conditioning,
+likelihood, loss and sampling. A subclass builds its layers and implements ``logits``."""
+from __future__ import annotations
+
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from fastgen.ops import categorical_nll
+from fastgen.sampling import draw_noise, naive_sample, partial_image
+
+# A class label tensor (N,), a spatial map (N, cond_channels, H, W), or both as a pair.
+Cond = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor], None]
+
+
+def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"{name} must be positive, got {size}")
+    return int(h), int(w)
+
+
+class ConditionEmbedding(nn.Module):
+    """Maps a class label and/or a spatial map to an additive term of ``out_channels``: (N, out)
+    for labels only, (N, out, H, W) when a map is given."""
+
+    def __init__(self, n_classes: int | None, cond_channels: int | None, out_channels: int):
+        super().__init__()
+        self.embed = nn.Embedding(n_classes, out_channels) if n_classes else None
+        self.project = nn.Conv2d(cond_channels, out_channels, 1, bias=False) if cond_channels else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.1)
+
+    def forward(self, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor | None:
+        term = self.project(cond_map) if self.project is not None else None
+        if self.embed is not None:
+            emb = self.embed(labels)
+            term = emb if term is None else term + emb[:, :, None, None]
+        return term
+
+
+class AutoregressiveImageModel(nn.Module):
+    """Base of the PixelCNN family: a categorical distribution over ``levels`` values for every
+    sub-pixel, each conditioned on the sub-pixels before it (raster order, then R, G, B).
+
+    Args shared by subclasses:
+        in_channels: 1 (grey) or 3 (RGB, sub-pixels in R, G, B order).
+        levels: values per sub-pixel (2 for binarised data, 256 for 8-bit).
+        image_size: H or (H, W) of the images the model is trained on and samples.
+        n_classes: enables class conditioning on labels in [0, n_classes).
+        cond_channels: enables spatial conditioning on a (N, cond_channels, H, W) map.
+    """
+
+    def __init__(self, in_channels: int, levels: int, image_size: int | tuple[int, int], n_classes: int | None,
+                 cond_channels: int | None):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels}")
+        if not 2 <= levels <= 65536:
+            raise ValueError(f"levels must be between 2 and 65536, got {levels}")
+        if n_classes is not None and n_classes < 1:
+            raise ValueError(f"n_classes must be positive or None, got {n_classes}")
+        if cond_channels is not None and cond_channels < 1:
+            raise ValueError(f"cond_channels must be positive or None, got {cond_channels}")
+        self.in_channels, self.levels = in_channels, levels
+        self.image_size = _pair(image_size, "image_size")
+        self.n_classes, self.cond_channels = n_classes, cond_channels
+        self.color_groups = in_channels
+
+    # -- what a subclass provides ------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments: ``type(model)(**model.config())`` rebuilds the model."""
+        raise NotImplementedError
+
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def dims(self) -> int:
+        """Sub-pixels per image (the 'dim' of bits/dim)."""
+        return self.in_channels * self.image_size[0] * self.image_size[1]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Levels 0..L-1 to network inputs in [-1, 1]."""
+        dtype = next(self.parameters()).dtype
+        return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def check_images(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Validate integer images (N, C, H, W) in [0, levels); returns them as int64."""
+        shape = (self.in_channels, *self.image_size)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (N, {shape[0]}, {shape[1]}, {shape[2]}) of levels, "
+                            f"got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{name} must be (N, {shape[0]}, {shape[1]}, {shape[2]}) for this model "
+                             f"(in_channels={self.in_channels}, image_size={self.image_size}), got {tuple(x.shape)}")
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer levels in [0, {self.levels}), got dtype {x.dtype}; "
+                             "quantise images first (e.g. fastgen.data.ImageDataset.images)")
+        if x.numel() and not torch.compiler.is_compiling():
+            low, high = torch.aminmax(x)
+            if low < 0 or high >= self.levels:
+                raise ValueError(f"{name} values must lie in [0, {self.levels}) (levels={self.levels}), "
+                                 f"got values in [{int(low)}, {int(high)}]")
+        return x.long()
+
+    def split_cond(self, cond: Cond, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Validate ``cond`` for a batch of n and return (labels or None, cond_map or None)."""
+        labels = cond_map = None
+        if isinstance(cond, (tuple, list)):
+            if len(cond) != 2:
+                raise ValueError("cond given as a sequence must be the pair (labels, cond_map)")
+            labels, cond_map = cond
+        elif isinstance(cond, torch.Tensor):
+            cond_map, labels = (cond, None) if cond.is_floating_point() else (None, cond)
+        elif cond is not None:
+            raise TypeError(f"cond must be labels (N,), a map (N, C, H, W), a pair of them or None, "
+                            f"got {type(cond).__name__}")
+        if self.n_classes is None and labels is not None:
+            raise ValueError("cond has class labels but the model was built without n_classes")
+        if self.cond_channels is None and cond_map is not None:
+            raise ValueError("cond has a spatial map but the model was built without cond_channels")
+        if self.n_classes is not None:
+            if labels is None:
+                raise ValueError(f"this model is class-conditional (n_classes={self.n_classes}): pass the labels "
+                                 "as cond")
+            if labels.dim() != 1 or labels.shape[0] != n or labels.is_floating_point():
+                raise ValueError(f"cond labels must be an integer tensor of shape ({n},), got "
+                                 f"{labels.dtype} {tuple(labels.shape)}")
+            if n and not torch.compiler.is_compiling() and (labels.min() < 0 or labels.max() >= self.n_classes):
+                raise ValueError(f"cond labels must lie in [0, {self.n_classes}) (n_classes={self.n_classes}), "
+                                 f"got values in [{int(labels.min())}, {int(labels.max())}]")
+            labels = labels.long()
+        if self.cond_channels is not None:
+            want = (n, self.cond_channels, *self.image_size)
+            if cond_map is None:
+                raise ValueError(f"this model is spatially conditioned: pass a cond map of shape {want}")
+            if tuple(cond_map.shape) != want:
+                raise ValueError(f"cond map must have shape {want}, got {tuple(cond_map.shape)}")
+            cond_map = cond_map.to(next(self.parameters()).dtype)
+        return labels, cond_map
+
+    def forward(self, x: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        """Logits (N, levels, C, H, W) of every sub-pixel given the ones before it."""
+        x = self.check_images(x)
+        return self.logits(x, *self.split_cond(cond, x.shape[0]))
+
+    def log_prob(self, x: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        """Exact log-likelihood of each image in nats, (N,)."""
+        x = self.check_images(x)
+        return -categorical_nll(self.logits(x, *self.split_cond(cond, x.shape[0])), x)
+
+    def loss(self, x: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per sub-pixel (divide by ln 2 for bits/dim)."""
+        return -self.log_prob(x, cond).mean() / self.dims
+
+    @torch.no_grad()
+    def sample(self, n: int, cond: Cond = None, *, partial: tuple[torch.Tensor, torch.Tensor] | None = None,
+               noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n images (n, C, H, W) int64 with the naive sampler (one forward per sub-pixel).
+
+        Args:
+            cond: labels (n,) and/or a map, as for ``forward``; required by conditional models.
+            partial: (image, known) to complete images: sub-pixels where ``known`` is True keep
+                the values of ``image`` (n, C, H, W); the rest are sampled given them.
+            noise: pre-drawn uniform [0, 1) noise of shape (n, C, H, W), one number per
+                sub-pixel (see ``fastgen.sampling``); the same noise gives the same images.
+            generator: where noise is drawn from when not given (on the CPU, up front).
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        device = next(self.parameters()).device
+        shape = (self.in_channels, *self.image_size)
+        labels, cond_map = self.split_cond(cond, n)
+        if noise is None:
+            noise = draw_noise(n, shape, generator=generator, device=device)
+        elif tuple(noise.shape) != (n, *shape):
+            raise ValueError(f"noise must have shape {(n, *shape)} (n, C, H, W), got {tuple(noise.shape)}")
+        image, known = partial_image(partial, n, shape, self.levels, device)
+        was_training = self.training
+        self.eval()
+        try:
+            return naive_sample(lambda x: self.logits(x, labels, cond_map), image, known, noise.to(device))
+        finally:
+            self.train(was_training)
+
+
+def check_hidden(hidden: int, multiple: int, name: str = "hidden_channels") -> None:
+    if hidden < 1 or hidden % multiple:
+        raise ValueError(f"{name} must be a positive multiple of {multiple} (colour groups"
+                         f"{' x 2' if multiple % 2 == 0 else ''}), got {hidden}")
+

@@ -1,0 +1,76 @@
+"""PixelCNN (van den Oord et al., 2016): a 7x7 mask-A convolution, residual mask-B blocks, a 1x1 head."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgen.models.autoregressive import AutoregressiveImageModel, ConditionEmbedding, check_hidden
+from fastgen.nn import MaskedConv2d
+
+
+class ResidualMaskedBlock(nn.Module):
+    """x + 1x1(relu(kxk_B(relu(1x1(relu(x))) + cond))): the paper's bottleneck residual block;
+    the conditioning term (if any) is added before the middle convolution's activation."""
+
+    def __init__(self, channels: int, kernel_size: int, color_groups: int):
+        super().__init__()
+        half = channels // 2
+        self.reduce = MaskedConv2d(channels, half, 1, "B", color_groups)
+        self.conv = MaskedConv2d(half, half, kernel_size, "B", color_groups)
+        self.expand = MaskedConv2d(half, channels, 1, "B", color_groups)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        h = self.reduce(F.relu(x))
+        if cond is not None:
+            h = h + (cond if cond.dim() == 4 else cond[:, :, None, None])
+        return x + self.expand(F.relu(self.conv(F.relu(h))))
+
+
+class PixelCNN(AutoregressiveImageModel):
+    """PixelCNN over 1 or 3 colour channels with a categorical output of ``levels`` per sub-pixel.
+
+    Args:
+        in_channels, levels, image_size, n_classes, cond_channels: see ``AutoregressiveImageModel``.
+        hidden_channels: width of the residual stream (a multiple of 2 x colour groups).
+        n_layers: residual mask-B blocks after the 7x7 mask-A input layer.
+        kernel_size: of the blocks' middle convolution (odd).
+        head_channels: width of the 1x1 output head.
+    """
+
+    def __init__(self, in_channels: int = 1, levels: int = 256, image_size: int | tuple[int, int] = 28, *,
+                 hidden_channels: int = 128, n_layers: int = 12, kernel_size: int = 3, head_channels: int | None = None,
+                 n_classes: int | None = None, cond_channels: int | None = None):
+        super().__init__(in_channels, levels, image_size, n_classes, cond_channels)
+        groups = self.color_groups
+        check_hidden(hidden_channels, 2 * groups)
+        head_channels = head_channels or hidden_channels
+        check_hidden(head_channels, groups, "head_channels")
+        if n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        self._config = dict(in_channels=in_channels, levels=levels, image_size=list(self.image_size),
+                            hidden_channels=hidden_channels, n_layers=n_layers, kernel_size=kernel_size,
+                            head_channels=head_channels, n_classes=n_classes, cond_channels=cond_channels)
+        self.input = MaskedConv2d(in_channels, hidden_channels, 7, "A", groups)
+        self.blocks = nn.ModuleList(ResidualMaskedBlock(hidden_channels, kernel_size, groups) for _ in range(n_layers))
+        conditional = n_classes is not None or cond_channels is not None
+        self.cond = nn.ModuleList(ConditionEmbedding(n_classes, cond_channels, hidden_channels // 2)
+                                  for _ in range(n_layers)) if conditional else None
+        self.head = nn.Sequential(
+            nn.ReLU(), MaskedConv2d(hidden_channels, head_channels, 1, "B", groups),
+            nn.ReLU(), MaskedConv2d(head_channels, in_channels * levels, 1, "B", groups),
+        )
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def logits(self, x, labels, cond_map):
+        h = self.input(self.encode(x))
+        for i, block in enumerate(self.blocks):
+            h = block(h, self.cond[i](labels, cond_map) if self.cond is not None else None)
+        out = self.head(h)
+        n, _, height, width = out.shape
+        # Colour-group order: output channel c * L + l. Viewed as (N, L, C, H, W) without a copy.
+        return out.view(n, self.in_channels, self.levels, height, width).transpose(1, 2)
