@@ -82,11 +82,17 @@ def _runner(fn: Callable, args: tuple, kwargs: dict, mode: str) -> Callable[[], 
     with torch.no_grad():
         grad_out = torch.randn_like(fn(*args, **kwargs))
 
-    def run():
+    def release():
         for a in grads:
             a.grad = None
+
+    def run():
+        release()
         out = fn(*args, **kwargs)
         out.backward(grad_out)
+    # The previous call's gradients must be freed before a memory measurement starts; freed inside
+    # the measured call, they would offset the new ones and hide them from the peak.
+    run.release = release
     return run
 
 
@@ -113,6 +119,7 @@ def _quiet_stderr():
 
 def peak_memory_mb(run: Callable[[], Any], device: torch.device) -> float:
     """Peak bytes allocated above the starting point while ``run`` executes, in MiB."""
+    getattr(run, "release", lambda: None)()
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
