@@ -56,9 +56,9 @@ cuda-check: $(CUDA_VENV)/.installed $(CPU_SOURCES) $(CUDA_SOURCES)
 		> build/cuda-build.log 2>&1 || { grep -E -A4 "error|Error" build/cuda-build.log | head -80; exit 1; }
 	$(CUDA_PY) tools/cuda_check.py --log build/cuda-build.log --lib build/cuda-lib
 
-$(CUDA_VENV)/.installed:
+$(CUDA_VENV)/.installed: requirements-dev.txt
 	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
-	$(CUDA_PY) -m pip install -q $(CUDA_TORCH) ninja setuptools wheel
+	$(CUDA_PY) -m pip install -q $(CUDA_TORCH) ninja setuptools wheel $$(grep -E '^numpy==' requirements-dev.txt)
 	FASTGEN_NO_EXT=1 $(CUDA_PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
