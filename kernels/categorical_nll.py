@@ -12,6 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
+from fastgen.ops.categorical_nll import kernel_layout
+from fastgen.reference.categorical_nll import accumulation_dtype
+
 from ._common import compute_dtype
 
 _BLOCK = 128
@@ -58,11 +61,9 @@ def _layout(logits: torch.Tensor) -> tuple[int, ...]:
 
 
 def categorical_nll_triton(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from fastgen.ops.categorical_nll import kernel_layout
-
     logits, target = kernel_layout(logits), target.contiguous()
     n, _, c, h, w = logits.shape
-    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(logits.dtype)
     lse = torch.empty(n, c, h, w, dtype=acc, device=logits.device)
     blocks = triton.cdiv(h * w, _BLOCK)
     partial = torch.empty(n * c, blocks, dtype=acc, device=logits.device)
@@ -73,8 +74,6 @@ def categorical_nll_triton(logits: torch.Tensor, target: torch.Tensor) -> tuple[
 
 def categorical_nll_backward_triton(grad: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                                     lse: torch.Tensor) -> torch.Tensor:
-    from fastgen.ops.categorical_nll import kernel_layout
-
     logits, target, lse = kernel_layout(logits), target.contiguous(), lse.contiguous()
     n, _, c, h, w = logits.shape
     grad_logits = torch.empty_like(logits)

@@ -54,6 +54,26 @@ def poison():
         torch.utils.deterministic.fill_uninitialized_memory = old_fill
 
 
+def op_implementations(op: str) -> list:
+    """pytest params ``cpp``, ``triton``, ``cuda`` for an op with a ``<op>_backward`` op and
+    ``fastgen.kernels.<op>`` launchers; each is a callable returning (device, forward, backward)."""
+    ops = torch.ops.fastgen
+
+    def dispatcher(device):
+        return lambda: (device, getattr(ops, op), getattr(ops, f"{op}_backward"))
+
+    def triton():
+        kernels = importlib.import_module(f"fastgen.kernels.{op}")
+        return "cuda" if HAS_CUDA else "cpu", getattr(kernels, f"{op}_triton"), getattr(kernels, f"{op}_backward_triton")
+
+    return [
+        pytest.param(dispatcher("cpu"), id="cpp",
+                     marks=pytest.mark.skipif(not compiled_cpu(op), reason="fastgen._C not built")),
+        pytest.param(triton, id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
+        pytest.param(dispatcher("cuda"), id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
+    ]
+
+
 def tolerances(dtype: torch.dtype) -> dict:
     return {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-4, atol=1e-4)}[dtype]
 
@@ -70,4 +90,4 @@ def assert_matches_reference(fn, reference, inputs, dtype=torch.float32):
 
 
 __all__ = ["DEVICES", "DTYPES", "HAS_CUDA", "HAS_TRITON", "assert_matches_reference", "compiled_cpu", "fastgen",
-           "tolerances"]
+           "op_implementations", "tolerances"]

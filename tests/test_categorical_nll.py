@@ -10,7 +10,7 @@ from fastgen.reference.categorical_nll import (
     categorical_nll_backward_reference,
     categorical_nll_reference,
 )
-from tests.conftest import DEVICES, DTYPES, HAS_CUDA, HAS_TRITON, assert_matches_reference, compiled_cpu, tolerances
+from tests.conftest import DEVICES, DTYPES, assert_matches_reference, compiled_cpu, op_implementations, tolerances
 
 ops = torch.ops.fastgen
 
@@ -40,19 +40,7 @@ def sample_inputs(sample, device="cpu", dtype=torch.float32, requires_grad=False
     return logits.requires_grad_(requires_grad), target
 
 
-def _triton():
-    from fastgen.kernels import categorical_nll as k
-
-    return "cuda" if HAS_CUDA else "cpu", k.categorical_nll_triton, k.categorical_nll_backward_triton
-
-
-IMPLS = [
-    pytest.param(lambda: ("cpu", ops.categorical_nll, ops.categorical_nll_backward), id="cpp",
-                 marks=pytest.mark.skipif(not compiled_cpu("categorical_nll"), reason="fastgen._C not built")),
-    pytest.param(_triton, id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
-    pytest.param(lambda: ("cuda", ops.categorical_nll, ops.categorical_nll_backward), id="cuda",
-                 marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
-]
+IMPLS = op_implementations("categorical_nll")
 
 
 @pytest.mark.parametrize("make_impl", IMPLS)

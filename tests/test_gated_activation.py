@@ -6,15 +6,7 @@ import torch
 
 import fastgen
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
-from tests.conftest import (
-    DEVICES,
-    DTYPES,
-    HAS_CUDA,
-    HAS_TRITON,
-    assert_matches_reference,
-    compiled_cpu,
-    tolerances,
-)
+from tests.conftest import DEVICES, DTYPES, assert_matches_reference, compiled_cpu, op_implementations, tolerances
 
 ops = torch.ops.fastgen
 
@@ -39,19 +31,7 @@ def sample_inputs(sample, device="cpu", dtype=torch.float32, requires_grad=False
     return x, torch.randn(shape, device=device, dtype=dtype).requires_grad_(requires_grad)
 
 
-def _triton():
-    from fastgen.kernels import gated_activation as k
-
-    return "cuda" if HAS_CUDA else "cpu", k.gated_activation_triton, k.gated_activation_backward_triton
-
-
-IMPLS = [
-    pytest.param(lambda: ("cpu", ops.gated_activation, ops.gated_activation_backward), id="cpp",
-                 marks=pytest.mark.skipif(not compiled_cpu("gated_activation"), reason="fastgen._C not built")),
-    pytest.param(_triton, id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
-    pytest.param(lambda: ("cuda", ops.gated_activation, ops.gated_activation_backward), id="cuda",
-                 marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
-]
+IMPLS = op_implementations("gated_activation")
 
 
 @pytest.mark.parametrize("make_impl", IMPLS)

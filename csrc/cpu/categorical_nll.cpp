@@ -24,12 +24,6 @@
 
 #include "fast_math.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTGEN_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define FASTGEN_CLONES
-#endif
-
 namespace fastgen {
 namespace {
 

@@ -14,6 +14,14 @@
 #define FASTGEN_INLINE inline
 #endif
 
+// Loops marked FASTGEN_CLONES are compiled for baseline x86-64, AVX2 and AVX-512 and the best
+// one is picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTGEN_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define FASTGEN_CLONES
+#endif
+
 namespace fastgen {
 
 FASTGEN_INLINE float exp_fast(float x) {

@@ -77,6 +77,12 @@ class AutoregressiveImageModel(nn.Module):
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
+    def head_to_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """A head's (N, C*L, H, W) output, colour-group order (channel c * L + l), viewed as
+        (N, L, C, H, W) without a copy."""
+        n, _, height, width = out.shape
+        return out.view(n, self.in_channels, self.levels, height, width).transpose(1, 2)
+
     @property
     def dims(self) -> int:
         """Sub-pixels per image (the 'dim' of bits/dim)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from fastgen.models.autoregressive import AutoregressiveImageModel, ConditionEmbedding, check_hidden
@@ -97,7 +96,4 @@ class GatedPixelCNN(AutoregressiveImageModel):
                 cond_v, cond_h = self.cond[i](labels, cond_map).chunk(2, dim=1)
             v, h, s = layer(v, h, cond_v, cond_h)
             skip = s if skip is None else skip + s
-        out = self.head(skip)
-        n, _, height, width = out.shape
-        # Colour-group order: output channel c * L + l. Viewed as (N, L, C, H, W) without a copy.
-        return out.view(n, self.in_channels, self.levels, height, width).transpose(1, 2)
+        return self.head_to_logits(self.head(skip))

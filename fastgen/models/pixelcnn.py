@@ -70,7 +70,4 @@ class PixelCNN(AutoregressiveImageModel):
         h = self.input(self.encode(x))
         for i, block in enumerate(self.blocks):
             h = block(h, self.cond[i](labels, cond_map) if self.cond is not None else None)
-        out = self.head(h)
-        n, _, height, width = out.shape
-        # Colour-group order: output channel c * L + l. Viewed as (N, L, C, H, W) without a copy.
-        return out.view(n, self.in_channels, self.levels, height, width).transpose(1, 2)
+        return self.head_to_logits(self.head(h))

@@ -11,6 +11,7 @@ import torch
 from fastgen.ops._checks import check_tensor
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen.reference.categorical_nll import (
+    accumulation_dtype,
     categorical_logsumexp_reference,
     categorical_nll_backward_reference,
     categorical_nll_reference,
@@ -51,15 +52,11 @@ register_implementations("categorical_nll", _reference_forward, (_TRITON, "categ
 register_implementations("categorical_nll_backward", _reference_backward, (_TRITON, "categorical_nll_backward_triton"))
 
 
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 @torch.library.register_fake("fastgen::categorical_nll")
 def _(logits, target):
     torch._check(logits.dim() == 5, lambda: "logits must be (N, L, C, H, W)")
     n, _, c, h, w = logits.shape
-    return logits.new_empty(n), logits.new_empty(n, c, h, w, dtype=_lse_dtype(logits.dtype))
+    return logits.new_empty(n), logits.new_empty(n, c, h, w, dtype=accumulation_dtype(logits.dtype))
 
 
 @torch.library.register_fake("fastgen::categorical_nll_backward")

@@ -14,26 +14,27 @@ import torch
 import torch.nn.functional as F
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 logits, else float32: the dtype of sums and of the saved logsumexp."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def categorical_nll_reference(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image NLL in nats: ``F.cross_entropy(logits, target, reduction="none")`` summed per image."""
-    losses = F.cross_entropy(logits.to(_accumulation_dtype(logits.dtype)), target, reduction="none")
+    losses = F.cross_entropy(logits.to(accumulation_dtype(logits.dtype)), target, reduction="none")
     return losses.flatten(1).sum(1).to(logits.dtype)
 
 
 def categorical_logsumexp_reference(logits: torch.Tensor) -> torch.Tensor:
     """logsumexp over levels, (N, C, H, W), in float32 (float64 for float64 logits)."""
-    return torch.logsumexp(logits.to(_accumulation_dtype(logits.dtype)), dim=1)
+    return torch.logsumexp(logits.to(accumulation_dtype(logits.dtype)), dim=1)
 
 
 def categorical_nll_backward_reference(
     grad: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, lse: torch.Tensor
 ) -> torch.Tensor:
     """dL/dlogits = grad[n] * (exp(z - lse) - onehot(t)), with ``lse`` the logsumexp over levels."""
-    acc = _accumulation_dtype(logits.dtype)
+    acc = accumulation_dtype(logits.dtype)
     probs = torch.exp(logits.to(acc) - lse.unsqueeze(1))
     onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(acc)
     return ((probs - onehot) * grad.to(acc).view(-1, 1, 1, 1, 1)).to(logits.dtype)
