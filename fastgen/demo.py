@@ -29,6 +29,20 @@ def pixel_baseline_bpd(train: ImageDataset, test: ImageDataset, alpha: float = 1
     return -picked.sum().item() / test.images.numel() / math.log(2.0)
 
 
+def digit_classifier():
+    """A logistic regression fitted on the real training digits (pixels scaled to [0, 1])."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = digits("train")
+    return LogisticRegression(max_iter=2000).fit(train.images.flatten(1).numpy() / 16.0, train.labels.numpy())
+
+
+def recognised_fraction(classifier, samples: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of digit ``samples`` that ``classifier`` labels as their conditioning class."""
+    predicted = classifier.predict(samples.flatten(1).cpu().numpy() / 16.0)
+    return float((predicted == labels.cpu().numpy()).mean())
+
+
 def run_demo(out_dir: str = "runs/demo", *, epochs: int | None = None, seed: int = 0, progress: bool = True) -> dict:
     """Train, evaluate the best checkpoint on the test split, sample the grid. Returns the figures."""
     train, val, test = digits("train"), digits("val"), digits("test")

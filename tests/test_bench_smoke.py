@@ -36,3 +36,18 @@ def test_cli_passes_options_to_the_harness(tmp_path):
     assert cli_main(["bench", "--quick", "--op", "gated_activation", "--providers", "fastgen", "--modes", "fwd",
                      "--repeats", "1", "--out", str(out)]) == 0
     assert out.read_text().count("gated_activation") == 2  # two quick shapes
+
+
+def test_demo_figures_of_a_finished_run(tmp_path, capsys):
+    from bench.demo_figures import main as figures_main
+    from fastgen.data import digits
+    from fastgen.models import GatedPixelCNN
+    from fastgen.train import TrainConfig, Trainer
+
+    model = GatedPixelCNN(1, 17, 8, hidden_channels=8, n_layers=2, kernel_size=3, n_classes=10)
+    config = TrainConfig(epochs=1, batch_size=128, grid_samples=0, progress=False)
+    Trainer(model, digits("train"), digits("val"), str(tmp_path / "run"), config).fit()
+    out = tmp_path / "figures.txt"
+    assert figures_main(["--run", str(tmp_path / "run"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "test NLL:" in text and "baseline: 2.43" in text and text.count("samples labelled as their class") == 2

@@ -2,12 +2,11 @@
 class-conditional samples are recognisable to a classifier fitted on the real training digits."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from fastgen.data import digits
-from fastgen.demo import pixel_baseline_bpd, run_demo
+from fastgen.demo import digit_classifier, pixel_baseline_bpd, recognised_fraction, run_demo
 
 # Optional dependencies of fastgen's data, training and demo (installed by `make test`).
 pytest.importorskip("sklearn")
@@ -23,13 +22,9 @@ def test_pixel_baseline_matches_a_direct_count():
 def test_class_conditional_samples_are_recognisable(tmp_path):
     result = run_demo(str(tmp_path), epochs=10, progress=False)
     assert result["test_bpd"] < result["baseline_bpd"] - 0.5
-    from sklearn.linear_model import LogisticRegression
-
-    train = digits("train")
-    features = train.images.flatten(1).numpy() / 16.0
-    classifier = LogisticRegression(max_iter=2000).fit(features, train.labels.numpy())
-    assert classifier.score(digits("test").images.flatten(1).numpy() / 16.0, digits("test").labels.numpy()) > 0.9
-    predicted = classifier.predict(result["samples"].flatten(1).numpy() / 16.0)
-    accuracy = float(np.mean(predicted == result["labels"].numpy()))
+    classifier = digit_classifier()
+    test = digits("test")
+    assert classifier.score(test.images.flatten(1).numpy() / 16.0, test.labels.numpy()) > 0.9
+    accuracy = recognised_fraction(classifier, result["samples"], result["labels"])
     assert accuracy >= 0.6, f"only {accuracy:.0%} of samples are labelled as their class"
     assert (tmp_path / "samples.png").stat().st_size > 0 and torch.equal(result["labels"][::10], torch.arange(10))
