@@ -13,7 +13,7 @@ import fastgen
 from fastgen.ops import implementations
 
 OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward", "categorical_nll",
-       "categorical_nll_backward"}
+       "categorical_nll_backward", "pixelcnn_sample", "gated_pixelcnn_sample"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -81,6 +81,8 @@ torch.testing.assert_close(fastgen.ops.categorical_nll(z, t), fastgen.reference.
 torch.library.opcheck(torch.ops.fastgen.categorical_nll.default, (z, t))
 model = fastgen.models.GatedPixelCNN(3, 4, 4, hidden_channels=6, n_layers=2, kernel_size=3)
 model.loss(torch.randint(0, 4, (2, 3, 4, 4))).backward()
+noise = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+assert torch.equal(model.sample(2, noise=noise), model.sample(2, noise=noise, cache=False))
 print("ok")
 """
     env = dict(os.environ, FASTGEN_DISABLE_EXT="1")

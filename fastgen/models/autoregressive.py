@@ -2,7 +2,7 @@
 likelihood, loss and sampling. A subclass builds its layers and implements ``logits``."""
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import nn
@@ -76,7 +76,21 @@ class AutoregressiveImageModel(nn.Module):
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def sampling_plan(self, labels: torch.Tensor | None, cond_map: torch.Tensor | None
+                      ) -> tuple[Callable, list[torch.Tensor], torch.Tensor | None]:
+        """(cached sampling op, weights with masks applied, conditioning terms) for
+        ``sample(cache=True)``; the layout is documented in fastgen/reference/cached_sampling.py."""
+        raise NotImplementedError(f"{type(self).__name__} has no cached sampler; use sample(cache=False)")
+
     # -- shared --------------------------------------------------------------------------------
+    def cond_terms(self, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor | None:
+        """Every layer's conditioning term stacked channels-last: (layers, N, Hc, Wc, K), with
+        (Hc, Wc) = (1, 1) for class labels only, or None for an unconditional model."""
+        if getattr(self, "cond", None) is None:
+            return None
+        terms = [embed(labels, cond_map) for embed in self.cond]
+        return torch.stack([t[:, None, None, :] if t.dim() == 2 else t.permute(0, 2, 3, 1) for t in terms]).contiguous()
+
     def head_to_logits(self, out: torch.Tensor) -> torch.Tensor:
         """A head's (N, C*L, H, W) output, colour-group order (channel c * L + l), viewed as
         (N, L, C, H, W) without a copy."""
@@ -164,8 +178,9 @@ class AutoregressiveImageModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, cond: Cond = None, *, partial: tuple[torch.Tensor, torch.Tensor] | None = None,
-               noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n images (n, C, H, W) int64 with the naive sampler (one forward per sub-pixel).
+               noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               cache: bool = True) -> torch.Tensor:
+        """Draw n images (n, C, H, W) int64.
 
         Args:
             cond: labels (n,) and/or a map, as for ``forward``; required by conditional models.
@@ -174,6 +189,9 @@ class AutoregressiveImageModel(nn.Module):
             noise: pre-drawn uniform [0, 1) noise of shape (n, C, H, W), one number per
                 sub-pixel (see ``fastgen.sampling``); the same noise gives the same images.
             generator: where noise is drawn from when not given (on the CPU, up front).
+            cache: use the cached incremental sampler (about one forward pass of work per image;
+                ``fastgen.ops.pixelcnn_sample``); False runs the naive sampler (one forward pass
+                per sub-pixel). Both draw the same images from the same noise.
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -185,10 +203,14 @@ class AutoregressiveImageModel(nn.Module):
         elif tuple(noise.shape) != (n, *shape):
             raise ValueError(f"noise must have shape {(n, *shape)} (n, C, H, W), got {tuple(noise.shape)}")
         image, known = partial_image(partial, n, shape, self.levels, device)
+        noise = noise.to(device=device, dtype=torch.float64)
         was_training = self.training
         self.eval()
         try:
-            return naive_sample(lambda x: self.logits(x, labels, cond_map), image, known, noise.to(device))
+            if not cache:
+                return naive_sample(lambda x: self.logits(x, labels, cond_map), image, known, noise)
+            op, weights, cond_terms = self.sampling_plan(labels, cond_map)
+            return op(weights, cond_terms, image, known, noise, self.levels)[0]
         finally:
             self.train(was_training)
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from fastgen.models.autoregressive import AutoregressiveImageModel, ConditionEmbedding, check_hidden
 from fastgen.nn import HorizontalStackConv2d, MaskedConv2d, VerticalStackConv2d
-from fastgen.ops import gated_activation
+from fastgen.ops import gated_activation, gated_pixelcnn_sample
 
 
 class GatedLayer(nn.Module):
@@ -97,3 +97,14 @@ class GatedPixelCNN(AutoregressiveImageModel):
             v, h, s = layer(v, h, cond_v, cond_h)
             skip = s if skip is None else skip + s
         return self.head_to_logits(self.head(skip))
+
+    def sampling_plan(self, labels, cond_map):
+        weights = []
+        for layer in self.layers:
+            weights += [layer.v_conv.weight, layer.v_conv.bias, layer.v_to_h.weight.flatten(1), layer.v_to_h.bias,
+                        layer.h_conv.masked_weight()[:, :, 0], layer.h_conv.bias,
+                        layer.h_out.masked_weight().flatten(1), layer.h_out.bias,
+                        layer.skip.masked_weight().flatten(1), layer.skip.bias]
+        for conv in (self.head[1], self.head[3]):
+            weights += [conv.masked_weight().flatten(1), conv.bias]
+        return gated_pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)

@@ -9,6 +9,7 @@ from torch import nn
 
 from fastgen.models.autoregressive import AutoregressiveImageModel, ConditionEmbedding, check_hidden
 from fastgen.nn import MaskedConv2d
+from fastgen.ops import pixelcnn_sample
 
 
 class ResidualMaskedBlock(nn.Module):
@@ -71,3 +72,14 @@ class PixelCNN(AutoregressiveImageModel):
         for i, block in enumerate(self.blocks):
             h = block(h, self.cond[i](labels, cond_map) if self.cond is not None else None)
         return self.head_to_logits(self.head(h))
+
+    def sampling_plan(self, labels, cond_map):
+        def flat(conv: MaskedConv2d) -> list[torch.Tensor]:
+            w = conv.masked_weight()
+            return [w.flatten(1) if conv.kernel_size == 1 else w, conv.bias]
+
+        weights = flat(self.input)
+        for block in self.blocks:
+            weights += flat(block.reduce) + flat(block.conv) + flat(block.expand)
+        weights += flat(self.head[1]) + flat(self.head[3])
+        return pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)

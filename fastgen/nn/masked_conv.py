@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fastgen.ops import masked_conv2d
+from fastgen.reference.masked_conv2d import causal_mask
 
 
 class MaskedConv2d(nn.Module):
@@ -41,6 +42,8 @@ class MaskedConv2d(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        mask = causal_mask(out_channels, in_channels, kernel_size, mask_type, color_groups, device=device)
+        self.register_buffer("mask", mask, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -55,6 +58,10 @@ class MaskedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return masked_conv2d(x, self.weight, self.bias, mask_type=self.mask_type, color_groups=self.color_groups)
+
+    def masked_weight(self) -> torch.Tensor:
+        """The weight with the causal mask applied (what cached sampling steps with)."""
+        return self.weight * self.mask
 
     def extra_repr(self) -> str:
         return (

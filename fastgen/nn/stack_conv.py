@@ -97,5 +97,9 @@ class HorizontalStackConv2d(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
         _init(self.weight, self.bias, in_channels * (p + 1))
 
+    def masked_weight(self) -> torch.Tensor:
+        """The weight with the centre tap's colour mask applied."""
+        return self.weight * self.mask
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (self.pad, 0, 0, 0)), self.weight * self.mask, self.bias)
+        return F.conv2d(F.pad(x, (self.pad, 0, 0, 0)), self.masked_weight(), self.bias)

@@ -27,3 +27,12 @@ lib.define("gated_activation_backward(Tensor grad_out, Tensor x, Tensor? cond) -
 lib.define("categorical_nll(Tensor logits, Tensor target) -> (Tensor, Tensor)")
 # grad_logits = grad[n] * (exp(logits - lse) - onehot(target)), in the logits' layout.
 lib.define("categorical_nll_backward(Tensor grad, Tensor logits, Tensor target, Tensor lse) -> Tensor")
+
+# Cached incremental sampling of a model's sampling plan (see fastgen/reference/cached_sampling.py):
+# weights with masks applied, per-layer conditioning terms (layers, N, Hc, Wc, K) or None, the
+# start image (N, C, H, W) int64, the mask of known sub-pixels, float64 uniform noise (N, C, H, W).
+# Returns the images and, when return_logits, the logits of every draw (N, L, C, H, W) float32.
+_SAMPLE_ARGS = ("(Tensor[] weights, Tensor? cond, Tensor image, Tensor known, Tensor noise, int levels, "
+                "bool return_logits) -> (Tensor, Tensor)")
+lib.define("pixelcnn_sample" + _SAMPLE_ARGS)
+lib.define("gated_pixelcnn_sample" + _SAMPLE_ARGS)

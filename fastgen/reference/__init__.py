@@ -1,4 +1,5 @@
 """Pure-PyTorch specifications of every fastgen op: the truth that tests and benchmarks compare to."""
+from fastgen.reference.cached_sampling import gated_pixelcnn_sample_reference, pixelcnn_sample_reference
 from fastgen.reference.categorical_nll import (
     categorical_logsumexp_reference,
     categorical_nll_backward_reference,
@@ -18,10 +19,12 @@ __all__ = [
     "categorical_nll_backward_reference",
     "categorical_nll_reference",
     "causal_mask",
+    "gated_pixelcnn_sample_reference",
     "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
     "gated_activation_reference",
     "masked_conv2d_grad_input_reference",
     "masked_conv2d_grad_weight_reference",
     "masked_conv2d_reference",
+    "pixelcnn_sample_reference",
 ]
