@@ -10,7 +10,7 @@ import glob
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 
 def _cuda_wanted(torch) -> bool:
@@ -52,7 +52,7 @@ def _extensions():
 ext_modules, cmdclass = _extensions()
 
 setup(
-    packages=["fastgen", "fastgen.ops", "fastgen.reference", "fastgen.nn", "fastgen.kernels"],
+    packages=find_packages(include=["fastgen", "fastgen.*"]) + ["fastgen.kernels"],
     package_dir={"fastgen.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
