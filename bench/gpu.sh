@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call, for a machine with an NVIDIA GPU and a CUDA build of torch:
-# build fastgen._C with CUDA, run the test suite (GPU tests included), run the benchmarks on the
-# GPU, and write everything to $OUT (default bench/results/gpu-run). About 5-8 minutes.
+# build fastgen._C with CUDA, run the test suite (GPU tests included), run the op and sampling
+# benchmarks on the GPU, and write everything to $OUT (default bench/results/gpu-run). About 6-10
+# minutes.
 #
 #   OUT=/some/dir bash bench/gpu.sh
 set -uo pipefail
@@ -36,4 +37,8 @@ FASTGEN_REQUIRE_EXT=1 timeout 300 "$PY" -m pytest -q -x -p no:cacheprovider test
 step "benchmarks"
 timeout 300 "$PY" -m bench --device cuda --out "$OUT/results.csv" 2>&1 | grep -v -E "USDT|profiler" | tee "$OUT/bench.txt" \
   || status=1
+
+step "sampling benchmark"
+timeout 240 "$PY" -m bench.bench_sampling --device cuda --batch 1 16 256 --repeats 3 --out "$OUT/sampling.csv" 2>&1 \
+  | tee "$OUT/sampling.txt" || status=1
 exit $status

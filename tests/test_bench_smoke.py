@@ -51,3 +51,17 @@ def test_demo_figures_of_a_finished_run(tmp_path, capsys):
     assert figures_main(["--run", str(tmp_path / "run"), "--out", str(out)]) == 0
     text = out.read_text()
     assert "test NLL:" in text and "baseline: 2.43" in text and text.count("samples labelled as their class") == 2
+
+
+def test_sampling_benchmark_runs_every_provider(tmp_path, capsys):
+    from bench.bench_sampling import main as sampling_main
+
+    out = tmp_path / "sampling.csv"
+    assert sampling_main(["--quick", "--batch", "1", "--repeats", "1", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {(r["model"], r["provider"]) for r in rows} == {
+        (m, p) for m in ("GatedPixelCNN", "PixelCNN") for p in ("forward", "cached", "cached-eager", "naive")}
+    assert all(float(r["median_ms"]) > 0 for r in rows)
+    assert "scaled by 8" in capsys.readouterr().out
+    assert sampling_main(["--markdown", "--out", str(out)]) == 0
+    assert "| PixelCNN | 1 |" in capsys.readouterr().out

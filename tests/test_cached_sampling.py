@@ -9,13 +9,19 @@ import fastgen
 from fastgen.models import GatedPixelCNN, PixelCNN
 from fastgen.sampling import draw_noise, naive_sample, partial_image
 
-from .conftest import compiled_cpu
+from fastgen.ops.cached_sampling import block_plan
+
+from .conftest import HAS_CUDA, compiled_cpu
 
 H, W = 5, 6
+NOT_BUILT = pytest.mark.skipif(not compiled_cpu("pixelcnn_sample"), reason="fastgen._C not built")
+# cpp: the fused CPU kernel; reference: the eager path; block: the GPU block sampler's program run
+# on the CPU by one thread; cuda: the block sampler on a GPU.
 IMPLEMENTATIONS = [
-    pytest.param("cpp", id="cpp", marks=pytest.mark.skipif(not compiled_cpu("pixelcnn_sample"),
-                                                           reason="fastgen._C not built")),
+    pytest.param("cpp", id="cpp", marks=NOT_BUILT),
     pytest.param("reference", id="reference"),
+    pytest.param("block", id="block", marks=NOT_BUILT),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
 ]
 
 
@@ -40,12 +46,25 @@ def make_cond(kind, n):
 
 
 def cached(model, n, cond, impl, *, noise, partial=None, return_logits=False):
-    """The cached sampler through ``impl`` ('cpp': the dispatcher, 'reference': the eager path)."""
+    """The cached sampler through ``impl`` (see IMPLEMENTATIONS); results on the CPU."""
+    device = torch.device("cuda" if impl == "cuda" else "cpu")
+    model = model.to(device)
+    move = (lambda t: t.to(device) if isinstance(t, torch.Tensor) else t)
+    cond = tuple(map(move, cond)) if isinstance(cond, tuple) else move(cond)
     labels, cond_map = model.split_cond(cond, n)
     op, weights, cond_terms = model.sampling_plan(labels, cond_map)
-    image, known = partial_image(partial, n, (model.in_channels, H, W), model.levels, torch.device("cpu"))
-    with fastgen.use_reference(impl == "reference"):
-        return op(weights, cond_terms, image, known, noise, model.levels, return_logits)
+    image, known = partial_image(partial, n, (model.in_channels, H, W), model.levels, device)
+    args = (cond_terms, image, known, noise.to(device), model.levels, return_logits)
+    try:
+        if impl == "block":
+            name = "pixelcnn" if isinstance(model, PixelCNN) else "gated_pixelcnn"
+            out = torch.ops.fastgen.block_sample(name, block_plan(name, weights), *args)
+        else:
+            with fastgen.use_reference(impl == "reference"):
+                out = op(weights, *args)
+        return tuple(t.cpu() for t in out)
+    finally:
+        model.cpu()
 
 
 def naive(model, n, cond, *, noise, partial=None):

@@ -13,7 +13,7 @@ import fastgen
 from fastgen.ops import implementations
 
 OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward", "categorical_nll",
-       "categorical_nll_backward", "pixelcnn_sample", "gated_pixelcnn_sample"}
+       "categorical_nll_backward", "pixelcnn_sample", "gated_pixelcnn_sample", "block_sample"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

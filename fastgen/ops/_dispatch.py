@@ -35,16 +35,21 @@ def _lazy(module: str, attr: str) -> Callable:
     return call
 
 
-def register_implementations(name: str, reference: Callable, triton: tuple[str, str] | None = None) -> None:
+def register_implementations(name: str, reference: Callable, triton: tuple[str, str] | None = None,
+                             cuda: Callable | None = None) -> None:
     """Fill every device key of ``fastgen::name`` that has no compiled kernel.
 
     ``triton`` names the launcher as (module, function); it serves CUDA when no CUDA kernel exists.
+    ``cuda`` is a Python function that serves CUDA by calling compiled CUDA kernels of other ops.
     """
     qualname = f"fastgen::{name}"
     served = _IMPLEMENTATIONS.setdefault(name, {})
     for key in _DEVICE_KEYS:
         if torch._C._dispatch_has_kernel_for_dispatch_key(qualname, key):
             served[key] = "C++ (fastgen._C)" if key == "CPU" else "CUDA C++ (fastgen._C)"
+        elif key == "CUDA" and cuda is not None:
+            lib.impl(name, cuda, key)
+            served[key] = "CUDA C++ (fastgen._C)"
         elif key == "CUDA" and triton is not None and triton_available():
             lib.impl(name, _lazy(*triton), key)
             served[key] = "Triton"

@@ -2,8 +2,10 @@
 
 Models call these through ``model.sample(..., cache=True)``; the sampling plan (weights with masks
 applied, conditioning terms) is described in ``fastgen/reference/cached_sampling.py``. On the CPU
-the C++ kernel runs the whole loop (every layer, every pixel, the draw) in one call; elsewhere the
-reference runs the same caching algorithm with one eager PyTorch op per layer per pixel.
+the C++ kernel runs the whole loop (every layer, every pixel, the draw) in one call. On CUDA the
+block sampler (``fastgen::block_sample``, csrc/cuda/block_sampler.cuh) does, one thread block per
+image, from a *block plan* (``block_plan``). Without a compiled kernel, the reference runs the same
+caching algorithm with one eager PyTorch op per layer per pixel.
 """
 from __future__ import annotations
 
@@ -16,12 +18,59 @@ from fastgen.reference.cached_sampling import (
     PIXELCNN_BLOCK_DIMS,
     gated_pixelcnn_sample_reference,
     pixelcnn_sample_reference,
+    split_causal_kernel,
 )
 
 _ops = torch.ops.fastgen
 
-register_implementations("pixelcnn_sample", pixelcnn_sample_reference)
-register_implementations("gated_pixelcnn_sample", gated_pixelcnn_sample_reference)
+def _taps_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, *taps) -> (taps * in, out): the (K, O) matrix of the block plan, K ordered (tap
+    row, tap column, input channel) like a channels-last window."""
+    return weight.permute(*range(2, weight.dim()), 1, 0).reshape(-1, weight.shape[0])
+
+
+def block_plan(model: str, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The block sampler's weights from a sampling plan (layouts in csrc/cuda/block_sampler.cuh)."""
+    head = weights[-4:]
+    head = [head[0].t(), head[1], head[2].t(), head[3]]
+    if model == "pixelcnn":
+        in_above, in_row = split_causal_kernel(weights[0], weights[0].shape[-1] // 2)
+        plan = [_taps_matrix(in_above), _taps_matrix(in_row), weights[1]]
+        for i in range(2, len(weights) - 4, 6):
+            reduce_w, reduce_b, conv_w, conv_b, expand_w, expand_b = weights[i:i + 6]
+            above, row = split_causal_kernel(conv_w, conv_w.shape[-1] // 2)
+            above = above if above is not None else conv_w.new_zeros(conv_w.shape[0], conv_w.shape[1], 0, 1)
+            plan += [reduce_w.t(), reduce_b, _taps_matrix(above), _taps_matrix(row), conv_b, expand_w.t(), expand_b]
+    else:
+        plan, skip_bias = [], 0.0
+        for i in range(0, len(weights) - 4, 10):
+            v_w, v_b, vh_w, vh_b, h_w, h_b, out_w, out_b, skip_w, skip_b = weights[i:i + 10]
+            plan += [_taps_matrix(v_w), v_b, vh_w.t(), vh_b + h_b, _taps_matrix(h_w), out_w.t(), out_b, skip_w.t()]
+            skip_bias = skip_bias + skip_b
+        plan.append(skip_bias)
+    return [t.contiguous() for t in plan + head]
+
+
+def _block_sampler(model: str):
+    """``model``'s sampler served by the block sampler kernel."""
+    def sample(weights, cond, image, known, noise, levels, return_logits):
+        return _ops.block_sample(model, block_plan(model, weights), cond, image, known, noise, levels, return_logits)
+    return sample
+
+
+_BLOCK_KERNEL_ON_CUDA = torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::block_sample", "CUDA")
+register_implementations("pixelcnn_sample", pixelcnn_sample_reference,
+                         cuda=_block_sampler("pixelcnn") if _BLOCK_KERNEL_ON_CUDA else None)
+register_implementations("gated_pixelcnn_sample", gated_pixelcnn_sample_reference,
+                         cuda=_block_sampler("gated_pixelcnn") if _BLOCK_KERNEL_ON_CUDA else None)
+
+
+def _block_sample_reference(model, plan, cond, image, known, noise, levels, return_logits):
+    raise NotImplementedError("fastgen::block_sample runs only as a compiled kernel (fastgen._C); "
+                              "use fastgen.ops.pixelcnn_sample or gated_pixelcnn_sample")
+
+
+register_implementations("block_sample", _block_sample_reference)
 
 
 def _fake(weights, cond, image, known, noise, levels, return_logits):
@@ -32,6 +81,7 @@ def _fake(weights, cond, image, known, noise, levels, return_logits):
 
 torch.library.register_fake("fastgen::pixelcnn_sample")(_fake)
 torch.library.register_fake("fastgen::gated_pixelcnn_sample")(_fake)
+torch.library.register_fake("fastgen::block_sample")(lambda model, *args: _fake(*args))
 
 
 def check_plan(weights: list[torch.Tensor], first_dims: tuple[int, ...], per_layer: tuple[int, ...],
