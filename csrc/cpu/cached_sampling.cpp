@@ -485,11 +485,50 @@ std::tuple<at::Tensor, at::Tensor> gated_pixelcnn_sample_cpu(at::TensorList weig
   return {image, logits};
 }
 
+using Sampler = std::tuple<at::Tensor, at::Tensor> (*)(at::TensorList, const std::optional<at::Tensor>&,
+                                                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                        int64_t, bool);
+
+// How the threads share a batch. Images are independent, so a batch with at least
+// kImagesPerThread images per thread is split into one slice per thread, each sampled by its
+// thread alone, with no barrier at all. That was 25% faster for PixelCNN at batch 16 and is immune
+// to a core being taken away for a moment, which stalls every barrier. Smaller batches (batch 1)
+// share every product between the threads instead, meeting at barriers: for Gated PixelCNN at
+// batch 4, that was 15% faster than two slices of 2.
+constexpr int64_t kImagesPerThread = 4;
+
+template <Sampler sampler>
+std::tuple<at::Tensor, at::Tensor> sample_split(at::TensorList weights, const std::optional<at::Tensor>& cond,
+                                                const at::Tensor& image, const at::Tensor& known,
+                                                const at::Tensor& noise, int64_t levels, bool return_logits) {
+  const int64_t n = image.size(0), threads = at::get_num_threads();
+  if (threads < 2 || at::in_parallel_region() || n < kImagesPerThread * threads) {
+    return sampler(weights, cond, image, known, noise, levels, return_logits);
+  }
+  std::vector<std::tuple<at::Tensor, at::Tensor>> parts(static_cast<size_t>(threads));
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b0 = n * t / threads, b1 = n * (t + 1) / threads;
+      std::optional<at::Tensor> cond_t;
+      if (cond) cond_t = cond->narrow(1, b0, b1 - b0).contiguous();
+      parts[static_cast<size_t>(t)] = sampler(weights, cond_t, image.narrow(0, b0, b1 - b0),
+                                              known.narrow(0, b0, b1 - b0), noise.narrow(0, b0, b1 - b0), levels,
+                                              return_logits);
+    }
+  });
+  std::vector<at::Tensor> images, logits;
+  for (auto& [im, lg] : parts) {
+    images.push_back(im);
+    logits.push_back(lg);
+  }
+  return {at::cat(images), return_logits ? at::cat(logits) : logits[0]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("pixelcnn_sample", &pixelcnn_sample_cpu);
-  m.impl("gated_pixelcnn_sample", &gated_pixelcnn_sample_cpu);
+  m.impl("pixelcnn_sample", &sample_split<pixelcnn_sample_cpu>);
+  m.impl("gated_pixelcnn_sample", &sample_split<gated_pixelcnn_sample_cpu>);
 }
 
 }  // namespace fastgen

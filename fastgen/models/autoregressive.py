@@ -88,7 +88,7 @@ class AutoregressiveImageModel(nn.Module):
         (Hc, Wc) = (1, 1) for class labels only, or None for an unconditional model."""
         if getattr(self, "cond", None) is None:
             return None
-        terms = [embed(labels, cond_map) for embed in self.cond]
+        terms = [embed(labels, cond_map).detach() for embed in self.cond]
         return torch.stack([t[:, None, None, :] if t.dim() == 2 else t.permute(0, 2, 3, 1) for t in terms]).contiguous()
 
     def head_to_logits(self, out: torch.Tensor) -> torch.Tensor:
