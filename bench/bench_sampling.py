@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 import fastgen
-from bench.harness import device_name, git_commit
+from bench.harness import append_rows, device_name, git_commit
 from fastgen.models import GatedPixelCNN, PixelCNN
 from fastgen.sampling import draw_noise, naive_sample
 
@@ -118,16 +118,6 @@ def table(rows: list[dict]) -> str:
     return header + "\n\n" + "\n".join(lines)
 
 
-def append_rows(path: str, rows: list[dict]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def latest_run(path: str) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -163,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in args.model or ("GatedPixelCNN", "PixelCNN"):
         for n in args.batch:
             new = measure(model_name, n, args.repeats, args.naive_rows, args.quick, device)
-            append_rows(out, new)
+            append_rows(out, new, COLUMNS)
             rows += new
             print(f"  {model_name} batch {n}: " + ", ".join(f"{r['provider']} {r['median_ms']:.1f} ms" for r in new),
                   flush=True)

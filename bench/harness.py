@@ -176,12 +176,12 @@ def measure(case: Case, device: torch.device, mode: str, providers: tuple[str, .
     return rows
 
 
-def append_rows(path: str, rows: list[dict]) -> None:
+def append_rows(path: str, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
     """Append rows to a CSV file (header written when the file is new)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
         writer.writerows(rows)

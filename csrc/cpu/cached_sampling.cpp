@@ -168,6 +168,16 @@ struct Head {
     hidden.assign(static_cast<size_t>(n * first.out.stride()), 0.0f);
     out.assign(static_cast<size_t>(n * second.out.stride()), 0.0f);
   }
+  // The end of a pixel step: the head on x, the draw of colour c at (i, j), and the barrier
+  // after which every thread sees the drawn values.
+  void finish_pixel(Team& team, int t, const float* x, int64_t ldx, int64_t n, Canvas& canvas, int64_t c, int64_t i,
+                    int64_t j) {
+    run(team, t, x, ldx, n);
+    auto [m0, m1] = team.share(n, t);
+    canvas.draw(out.data(), second.out.stride(), c, i, j, m0, m1);
+    team.barrier();
+  }
+
   // out = W2 relu(W1 x + b1) + b2 for x (n, in stride), already through its ReLU.
   void run(Team& team, int t, const float* x, int64_t ldx, int64_t n) {
     const int64_t hs = first.out.stride(), os = second.out.stride();
@@ -248,7 +258,6 @@ std::tuple<at::Tensor, at::Tensor> pixelcnn_sample_cpu(at::TensorList weights, c
     im2col_k = std::max(im2col_k, blk.p * (2 * blk.p + 1) * blk.stride);
   }
   Head head(&weights[weights.size() - 4], hid, n);
-  const int64_t outs = head.second.out.stride();
 
   int64_t widest = 0;
   for (const auto& blk : B) widest = std::max(widest, blk.stride);
@@ -313,10 +322,7 @@ std::tuple<at::Tensor, at::Tensor> pixelcnn_sample_cpu(at::TensorList weights, c
             relu_copy(h.data(), relu_h.data(), hs, n, hp0 * kPanel, hp1 * kPanel);
             team.barrier();
           }
-          head.run(team, t, relu_h.data(), hs, n);
-          auto [d0, d1] = team.share(n, t);
-          canvas.draw(head.out.data(), outs, c, i, j, d0, d1);
-          team.barrier();
+          head.finish_pixel(team, t, relu_h.data(), hs, n, canvas, c, i, j);
         }
       }
     }
@@ -374,7 +380,6 @@ std::tuple<at::Tensor, at::Tensor> gated_pixelcnn_sample_cpu(at::TensorList weig
     }
   }
   Head head(&weights[weights.size() - 4], skips, n);
-  const int64_t outs = head.second.out.stride();
   const int64_t v_row = (W + 2 * p) * ds, h_ld = (W + p) * ds;
 
   std::vector<float> im2col(static_cast<size_t>(n * W * im2col_k)), v_pre(static_cast<size_t>(n * W * gs));
@@ -474,10 +479,7 @@ std::tuple<at::Tensor, at::Tensor> gated_pixelcnn_sample_cpu(at::TensorList weig
           auto [k2, k3] = team.share(ss / kPanel, t);
           relu_copy(skip.data(), relu_skip.data(), ss, n, k2 * kPanel, k3 * kPanel);
           team.barrier();
-          head.run(team, t, relu_skip.data(), ss, n);
-          auto [d0, d1] = team.share(n, t);
-          canvas.draw(head.out.data(), outs, c, i, j, d0, d1);
-          team.barrier();
+          head.finish_pixel(team, t, relu_skip.data(), ss, n, canvas, c, i, j);
         }
       }
     }

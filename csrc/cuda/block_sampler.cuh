@@ -109,6 +109,20 @@ FASTGEN_HD inline float vec_dot(const float* x, int64_t K, const float* w, int64
   return acc;
 }
 
+// The end of a pixel step: the head (head1, head1_b, head2, head2_b) on relu(x), x of `K` values,
+// into `hidden` and `out`, then the draw of colour c at (i, j) by thread 0.
+template <typename Sync>
+FASTGEN_HD void head_and_draw(const float* const* head, const float* x, int64_t K, int64_t width, float* hidden,
+                              float* out, Canvas& canvas, int64_t c, int64_t i, int64_t j, Threads th, Sync sync) {
+  for (int64_t o = th.id; o < width; o += th.count) hidden[o] = relu(head[1][o] + vec_dot(x, K, head[0], width, o, true));
+  sync();
+  const int64_t outs = canvas.C * canvas.L;
+  for (int64_t o = th.id; o < outs; o += th.count) out[o] = head[3][o] + vec_dot(hidden, width, head[2], outs, o, false);
+  sync();
+  if (th.id == 0) canvas.draw(out, c, i, j);
+  sync();
+}
+
 // ---------------------------------------------------------------------------------------------
 // PixelCNN. Block plan: in_above (q*kin*C, hid), in_row ((q+1)*C, hid), in_b; per block
 // reduce (hid, half), reduce_b, conv_above (p*k*half, half), conv_row ((p+1)*half, half), conv_b,
@@ -194,14 +208,7 @@ FASTGEN_HD void pixelcnn_program(const PixelCNNDims& d, const float* const* w, c
           for (int64_t o = th.id; o < hid; o += th.count) h[o] += f[6][o] + vec_dot(ws + L.conv_out, half, f[5], hid, o, false);
           sync();
         }
-        for (int64_t o = th.id; o < d.head; o += th.count)
-          ws[L.head_hidden + o] = relu(head[1][o] + vec_dot(h, hid, head[0], d.head, o, true));
-        sync();
-        for (int64_t o = th.id; o < d.C * d.L; o += th.count)
-          ws[L.head_out + o] = head[3][o] + vec_dot(ws + L.head_hidden, d.head, head[2], d.C * d.L, o, false);
-        sync();
-        if (th.id == 0) canvas.draw(ws + L.head_out, c, i, j);
-        sync();
+        head_and_draw(head, h, hid, d.head, ws + L.head_hidden, ws + L.head_out, canvas, c, i, j, th, sync);
       }
     }
   }
@@ -314,14 +321,7 @@ FASTGEN_HD void gated_program(const GatedDims& d, const float* const* w, const f
           }
           sync();
         }
-        for (int64_t o = th.id; o < d.head; o += th.count)
-          ws[L.head_hidden + o] = relu(head[1][o] + vec_dot(ws + L.skip, d.S, head[0], d.head, o, true));
-        sync();
-        for (int64_t o = th.id; o < d.C * d.L; o += th.count)
-          ws[L.head_out + o] = head[3][o] + vec_dot(ws + L.head_hidden, d.head, head[2], d.C * d.L, o, false);
-        sync();
-        if (th.id == 0) canvas.draw(ws + L.head_out, c, i, j);
-        sync();
+        head_and_draw(head, ws + L.skip, d.S, d.head, ws + L.head_hidden, ws + L.head_out, canvas, c, i, j, th, sync);
       }
     }
   }
