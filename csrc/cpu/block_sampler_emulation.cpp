@@ -1,18 +1,28 @@
-// The GPU block sampler's program (csrc/cuda/block_sampler.cuh) run on the CPU with one thread per
-// image and no-op barriers: the CPU implementation of fastgen::block_sample. It exists so that
-// tests check the GPU program's arithmetic and indexing against the reference without a GPU;
-// samplers on the CPU use the fused kernel of cached_sampling.cpp.
+// The GPU block sampler's program (csrc/cuda/block_sampler.cuh) run on the CPU: the CPU
+// implementation of fastgen::block_sample. Each image gets a "block" of kBlockThreads threads
+// that meet at a std::barrier where the GPU has __syncthreads(). It exists so that tests check the
+// GPU program's arithmetic, indexing and its split of work between threads against the reference
+// without a GPU (a missing barrier shows up as a race); samplers on the CPU use the fused kernel of
+// cached_sampling.cpp.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <barrier>
+#include <thread>
+#include <vector>
 
 #include "../cuda/block_sampler_host.h"
 
 namespace fastgen {
 namespace {
 
-struct NoBarrier {
-  void operator()() const {}
+// Odd, so that no product divides evenly between the threads.
+constexpr int64_t kBlockThreads = 3;
+
+struct BlockBarrier {
+  std::barrier<>* barrier;
+  void operator()() const { barrier->arrive_and_wait(); }
 };
 
 std::tuple<at::Tensor, at::Tensor> block_sample_cpu(const std::string& model, at::TensorList plan,
@@ -22,19 +32,25 @@ std::tuple<at::Tensor, at::Tensor> block_sample_cpu(const std::string& model, at
   using namespace block_sampler;
   Launch run = prepare(model, plan, cond, image, known, noise, levels, return_logits);
   const auto* table = reinterpret_cast<const float* const*>(run.pointers.data_ptr<int64_t>());
-  at::parallel_for(0, run.n(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const float* cond_b = run.cond.defined() ? run.cond.data_ptr<float>() + b * run.cond_per_image : nullptr;
-      float* ws = run.workspace.data_ptr<float>() + b * run.workspace_per_image;
-      if (run.gated) {
-        gated_program(run.gated_dims, table, cond_b, run.cond_hc, run.cond_wc, canvas_of(run, b), ws, Threads{0, 1},
-                      NoBarrier{});
-      } else {
-        pixelcnn_program(run.pixelcnn, table, cond_b, run.cond_hc, run.cond_wc, canvas_of(run, b), ws, Threads{0, 1},
-                         NoBarrier{});
-      }
+  for (int64_t b = 0; b < run.n(); ++b) {
+    const float* cond_b = run.cond.defined() ? run.cond.data_ptr<float>() + b * run.cond_per_image : nullptr;
+    float* ws = run.workspace.data_ptr<float>() + b * run.workspace_per_image;
+    std::barrier<> barrier(kBlockThreads);
+    std::vector<std::thread> block;
+    for (int64_t t = 0; t < kBlockThreads; ++t) {
+      block.emplace_back([&, t] {
+        const Threads threads{t, kBlockThreads};
+        if (run.gated) {
+          gated_program(run.gated_dims, table, cond_b, run.cond_hc, run.cond_wc, canvas_of(run, b), ws, threads,
+                        BlockBarrier{&barrier});
+        } else {
+          pixelcnn_program(run.pixelcnn, table, cond_b, run.cond_hc, run.cond_wc, canvas_of(run, b), ws, threads,
+                           BlockBarrier{&barrier});
+        }
+      });
     }
-  });
+    for (auto& thread : block) thread.join();
+  }
   return {run.image, run.logits};
 }
 

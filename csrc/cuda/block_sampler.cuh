@@ -4,9 +4,9 @@
 // On the GPU, one thread block runs it per image (csrc/cuda/cached_sampling.cu): a persistent
 // kernel that loops over rows, pixels and colours itself, so sampling an image is one launch. The
 // threads of a block share each product's outputs and meet at __syncthreads().
-// The CPU build compiles the same source with one thread and no-op barriers
-// (csrc/cpu/block_sampler_emulation.cpp), so that the tests check this program's arithmetic and
-// indexing against the reference on machines without a GPU.
+// The CPU build compiles the same source and runs it with three threads per image meeting at a
+// std::barrier (csrc/cpu/block_sampler_emulation.cpp), so that the tests check this program's
+// arithmetic, indexing and barriers against the reference on machines without a GPU.
 //
 // Weights come as the block plan of fastgen/ops/cached_sampling.py (`block_plan`): every linear
 // map as a (K, O) row-major matrix, K ordered (tap row, tap column, input channel) to match the

@@ -38,7 +38,7 @@ lib.define("pixelcnn_sample" + _SAMPLE_ARGS)
 lib.define("gated_pixelcnn_sample" + _SAMPLE_ARGS)
 # The same, as the block sampler of csrc/cuda/block_sampler.cuh (one thread block per image), over
 # a block plan (fastgen.ops.cached_sampling.block_plan); model is "pixelcnn" or "gated_pixelcnn".
-# The CUDA kernel serves the samplers on GPUs; its CPU implementation runs the same program with
-# one thread, so that tests can check it without a GPU.
+# The CUDA kernel serves the samplers on GPUs; its CPU implementation runs the same program with a
+# few threads per image and real barriers, so that tests can check it without a GPU.
 lib.define("block_sample(str model, Tensor[] plan, Tensor? cond, Tensor image, Tensor known, Tensor noise, "
            "int levels, bool return_logits) -> (Tensor, Tensor)")
