@@ -118,6 +118,14 @@ def test_sizes_levels_and_widths(impl, cls, levels, n, kernel_size, hidden):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_pixelcnn_with_1x1_blocks(impl):
+    """Blocks whose middle convolution is 1x1 have no taps on rows above."""
+    model = make(PixelCNN, 1, kernel_size=1)
+    noise = draw_noise(2, (1, H, W), generator=torch.Generator().manual_seed(9))
+    assert torch.equal(cached(model, 2, None, impl, noise=noise)[0], naive(model, 2, None, noise=noise))
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("cls,channels", [(PixelCNN, 3), (GatedPixelCNN, 1)])
 def test_partial_completion(impl, cls, channels):
     model, n = make(cls, channels, "class"), 2

@@ -74,12 +74,12 @@ class PixelCNN(AutoregressiveImageModel):
         return self.head_to_logits(self.head(h))
 
     def sampling_plan(self, labels, cond_map):
-        def flat(conv: MaskedConv2d) -> list[torch.Tensor]:
+        def plan(conv: MaskedConv2d, matrix: bool = True) -> list[torch.Tensor]:
             w = conv.masked_weight()
-            return [w.flatten(1) if conv.kernel_size == 1 else w, conv.bias]
+            return [w.flatten(1) if matrix else w, conv.bias]
 
-        weights = flat(self.input)
+        weights = plan(self.input, matrix=False)
         for block in self.blocks:
-            weights += flat(block.reduce) + flat(block.conv) + flat(block.expand)
-        weights += flat(self.head[1]) + flat(self.head[3])
+            weights += plan(block.reduce) + plan(block.conv, matrix=False) + plan(block.expand)
+        weights += plan(self.head[1]) + plan(self.head[3])
         return pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)

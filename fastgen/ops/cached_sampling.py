@@ -23,6 +23,7 @@ from fastgen.reference.cached_sampling import (
 
 _ops = torch.ops.fastgen
 
+
 def _taps_matrix(weight: torch.Tensor) -> torch.Tensor:
     """(out, in, *taps) -> (taps * in, out): the (K, O) matrix of the block plan, K ordered (tap
     row, tap column, input channel) like a channels-last window."""
