@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     device = device_name(torch.device("cpu"))
     out = args.out or os.path.join(RESULTS_DIR, "demo-" + re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") + ".txt")
 
-    model = model_from_checkpoint(os.path.join(args.run, "best.pt")).eval()
+    model = model_from_checkpoint(os.path.join(args.run, "best")).eval()
     train, test = digits("train"), digits("test")
     with torch.no_grad():
         nll = -model.log_prob(test.images.long(), test.labels).mean().item()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastgen.commands import add_commands
+
 
 def _info(args: argparse.Namespace, extra: list[str]) -> int:
     import fastgen
@@ -31,6 +33,7 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgen", description="Generative image models with compiled kernels.")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_commands(commands)
     commands.add_parser("info", help="versions and which implementation serves each op").set_defaults(run=_info)
     demo = commands.add_parser("demo", help="train a class-conditional Gated PixelCNN on the bundled digits, "
                                              "report test bits/dim and write a sample grid")

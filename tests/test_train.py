@@ -75,7 +75,7 @@ def test_resume_after_a_crash_mid_epoch_is_exact(tmp_path):
                         config(checkpoint_every=1))
     with pytest.raises(Interrupt):
         crashing.fit()
-    state = load_checkpoint(str(tmp_path / "crash" / "last.pt"))
+    state = load_checkpoint(str(tmp_path / "crash" / "last")).config
     assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 2, 7)
     resumed = Trainer(tiny_model(), tiny_data(), tiny_data(8, seed=1), str(tmp_path / "crash"),
                       config(checkpoint_every=1))
@@ -88,7 +88,7 @@ def test_best_checkpoint_grids_and_reload(tmp_path):
     trainer = run(tmp_path, epochs=3)
     h = trainer.history
     assert len(h.val_bpd) == 3 and h.best_val_bpd == min(h.val_bpd)
-    best = load_checkpoint(str(tmp_path / "best.pt"))
+    best = load_checkpoint(str(tmp_path / "best")).config
     assert best["epoch"] == h.best_epoch + 1
     for epoch in (1, 2, 3):
         assert os.path.getsize(tmp_path / "samples" / f"epoch_{epoch:03d}.png") > 0
@@ -96,36 +96,122 @@ def test_best_checkpoint_grids_and_reload(tmp_path):
 
     grid = Image.open(tmp_path / "samples" / "epoch_003.png")
     assert grid.size == (2 * (5 * 4 + 1) + 1, 3 * (4 * 4 + 1) + 1)  # 2 per class, 3 classes, 4x scale
-    model = model_from_checkpoint(str(tmp_path / "last.pt"))
+    model = model_from_checkpoint(str(tmp_path / "last"))
     assert torch.equal(params(model), params(trainer.model))
     assert trainer.evaluate(tiny_data(8, seed=1)) == pytest.approx(h.val_bpd[-1])
 
 
+def save_tiny(path, **kw):
+    model = tiny_model()
+    save_checkpoint(str(path), model_type="GatedPixelCNN", model_config=model.config(), weights=model.state_dict(),
+                    **kw)
+    return model
+
+
 def test_checkpoint_writes_are_atomic(tmp_path):
-    path = str(tmp_path / "ck.pt")
-    save_checkpoint(path, {"model": {}, "model_type": "PixelCNN", "step": 1})
+    path = tmp_path / "ck"
+    save_tiny(path, meta={"step": 1})
 
     class Boom:
         def __reduce__(self):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(path, {"model": {}, "model_type": "PixelCNN", "bad": Boom()})
-    assert load_checkpoint(path)["step"] == 1
-    assert os.listdir(tmp_path) == ["ck.pt"]
+        save_tiny(path, meta={"step": 2}, training={"bad": Boom()})
+    assert load_checkpoint(str(path)).config["step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["ck"]  # no temporary directory left behind
+    save_tiny(path, meta={"step": 3})
+    assert load_checkpoint(str(path)).config["step"] == 3 and sorted(os.listdir(tmp_path)) == ["ck"]
+
+
+def test_an_interrupted_replacement_leaves_the_old_checkpoint(tmp_path):
+    model = save_tiny(tmp_path / "last", meta={"step": 4})
+    os.rename(tmp_path / "last", tmp_path / "last.old")  # the crash came between the two renames
+    assert load_checkpoint(str(tmp_path / "last")).config["step"] == 4
+    assert torch.equal(params(model_from_checkpoint(str(tmp_path))), params(model))  # a run directory works too
+    save_tiny(tmp_path / "last", meta={"step": 5})
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+
+
+def test_checkpoint_files_are_portable_and_safe(tmp_path):
+    trainer = run(tmp_path, epochs=1)
+    files = sorted(os.listdir(tmp_path / "last"))
+    assert files == ["config.json", "model.safetensors", "training.pt"]
+    import json
+
+    saved = json.loads((tmp_path / "last" / "config.json").read_text())
+    assert saved["format"] == "fastgen-checkpoint" and saved["model_type"] == "GatedPixelCNN"
+    assert type(trainer.model)(**saved["model_config"]).config() == trainer.model.config()
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "last" / "model.safetensors")) == set(trainer.model.state_dict())
+
+
+def test_weights_of_a_distributed_model_load(tmp_path):
+    model = tiny_model()
+    weights = {f"module.{k}": v for k, v in model.state_dict().items()}
+    save_checkpoint(str(tmp_path / "ddp"), model_type="GatedPixelCNN", model_config=model.config(), weights=weights)
+    assert torch.equal(params(model_from_checkpoint(str(tmp_path / "ddp"))), params(model))
+    import fastgen
+
+    assert torch.equal(params(fastgen.load(str(tmp_path / "ddp"))), params(model))
 
 
 def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
-    run(tmp_path, epochs=1)
-    data = (tmp_path / "last.pt").read_bytes()
-    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="cut.pt: not a readable fastgen checkpoint"):
-        load_checkpoint(str(tmp_path / "cut.pt"))
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
-    with pytest.raises(ValueError, match="foreign.pt: not a fastgen checkpoint"):
-        load_checkpoint(str(tmp_path / "foreign.pt"))
-    with pytest.raises(ValueError, match="no such checkpoint"):
-        load_checkpoint(str(tmp_path / "none.pt"))
+    run(tmp_path / "run", epochs=1)
+    import shutil
+
+    shutil.copytree(tmp_path / "run" / "last", tmp_path / "cut")
+    weights = tmp_path / "cut" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="model.safetensors: not readable safetensors weights"):
+        model_from_checkpoint(str(tmp_path / "cut"))
+    shutil.copytree(tmp_path / "run" / "last", tmp_path / "foreign")
+    (tmp_path / "foreign" / "config.json").write_text('{"weights": 1}')
+    with pytest.raises(ValueError, match="config.json: not a fastgen checkpoint"):
+        load_checkpoint(str(tmp_path / "foreign"))
+    (tmp_path / "foreign" / "config.json").write_text('{"format": "fastgen-che')
+    with pytest.raises(ValueError, match="config.json: not a readable checkpoint config"):
+        load_checkpoint(str(tmp_path / "foreign"))
+    shutil.copytree(tmp_path / "run" / "last", tmp_path / "other")
+    text = (tmp_path / "other" / "config.json").read_text().replace('"hidden_channels": 8', '"hidden_channels": 16')
+    (tmp_path / "other" / "config.json").write_text(text)
+    with pytest.raises(ValueError, match="the weights do not fit a GatedPixelCNN of its config"):
+        model_from_checkpoint(str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="no fastgen checkpoint there"):
+        load_checkpoint(str(tmp_path / "none"))
+    (tmp_path / "run" / "last" / "training.pt").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="training.pt: not a readable training state"):
+        Trainer(tiny_model(), tiny_data(), None, str(tmp_path / "run"), config()).resume()
+
+
+def test_ema_weights_are_kept_saved_and_loaded(tmp_path):
+    trainer = run(tmp_path, epochs=2, ema_decay=0.9)
+    assert os.path.isfile(tmp_path / "last" / "ema.safetensors")
+    averaged = trainer.ema.state_dict()
+    assert not torch.equal(torch.cat([v.flatten() for v in averaged.values() if v.is_floating_point()]),
+                           params(trainer.model))
+    loaded = model_from_checkpoint(str(tmp_path / "last"))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in averaged.items())
+    raw = model_from_checkpoint(str(tmp_path / "last"), ema=False)
+    assert torch.equal(params(raw), params(trainer.model))
+    # Resuming restores the average too: a split run ends where a whole one does.
+    split = tmp_path / "split"
+    Trainer(tiny_model(), tiny_data(), tiny_data(8, seed=1), str(split), config(epochs=1, ema_decay=0.9)).fit()
+    resumed = Trainer(tiny_model(), tiny_data(), tiny_data(8, seed=1), str(split), config(epochs=2, ema_decay=0.9))
+    resumed.fit(resume=True)
+    assert all(torch.equal(resumed.ema.state_dict()[k], v) for k, v in averaged.items())
+
+
+def test_metrics_log(tmp_path):
+    import json
+
+    run(tmp_path, epochs=2, log_every=2)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "epoch" in r]
+    steps = [r for r in records if "loss" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2] and all(r["val_bpd"] > 0 for r in epochs)
+    assert [r["step"] for r in steps] == [2, 4, 6, 8, 10]
 
 
 def test_unconditional_model_and_bad_config(tmp_path):

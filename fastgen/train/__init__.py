@@ -1,7 +1,9 @@
-"""Training: the trainer, checkpoints and sample grids."""
-from fastgen.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+"""Training: the trainer, checkpoints, weight averaging, metrics logs and sample grids."""
+from fastgen.train.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from fastgen.train.ema import EMA
 from fastgen.train.grid import image_grid, save_grid
+from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.trainer import History, TrainConfig, Trainer
 
-__all__ = ["History", "TrainConfig", "Trainer", "image_grid", "load_checkpoint", "model_from_checkpoint",
-           "save_checkpoint", "save_grid"]
+__all__ = ["EMA", "Checkpoint", "History", "MetricsLog", "TrainConfig", "Trainer", "image_grid", "load_checkpoint",
+           "model_from_checkpoint", "save_checkpoint", "save_grid"]

@@ -1,7 +1,7 @@
 """A trainer for any fastgen model that exposes ``loss(x, cond)`` (mean negative log-likelihood
-in nats per sub-pixel): Adam, gradient clipping, a progress bar with loss and bits/dim,
-validation each epoch keeping the best checkpoint, atomic checkpoints that resume exactly, and a
-sample grid per epoch.
+in nats per sub-pixel): Adam, gradient clipping, an optional exponential moving average of the
+weights, a progress bar with loss and bits/dim, validation each epoch keeping the best
+checkpoint, atomic checkpoints that resume exactly, a metrics log and a sample grid per epoch.
 
 Exact resumption: the batch order of epoch e is a permutation drawn from a generator seeded
 with (seed, e), so a run restarted from a checkpoint at step s of epoch e replays the same
@@ -10,6 +10,7 @@ global RNG state (dropout and anything else drawing from it).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from fastgen.data import ImageDataset
-from fastgen.train.checkpoint import load_checkpoint, save_checkpoint
+from fastgen.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from fastgen.train.ema import EMA
+from fastgen.train.evaluate import bits_per_dim_on
 from fastgen.train.grid import save_grid
+from fastgen.train.metrics_log import MetricsLog
 
 LN2 = math.log(2.0)
 
@@ -33,9 +37,12 @@ class TrainConfig:
         lr: Adam learning rate; multiplied by ``lr_decay`` after every epoch.
         grad_clip: maximum gradient norm (None: no clipping).
         seed: seeds the batch order and the global RNG.
-        checkpoint_every: also write ``last.pt`` every this many steps (None: at epoch ends only).
+        checkpoint_every: also write ``last`` every this many steps (None: at epoch ends only).
         grid_samples: images in the per-epoch sample grid (0: none); a conditional model draws
             this many per class, one row per class.
+        ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999)
+            and use it for validation, the best checkpoint and sample grids (None: off).
+        log_every: write the step loss to metrics.jsonl every this many steps.
         progress: show a progress bar.
     """
 
@@ -47,6 +54,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int | None = None
     grid_samples: int = 10
+    ema_decay: float | None = None
+    log_every: int = 50
     progress: bool = True
 
     def __post_init__(self):
@@ -57,6 +66,10 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive number of steps or None, got {self.checkpoint_every}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be a positive number of steps, got {self.log_every}")
 
 
 @dataclass
@@ -69,9 +82,9 @@ class History:
 
 class Trainer:
     """Train ``model`` on ``train_data``, validating on ``val_data``; files go to ``out_dir``:
-    ``last.pt`` (resume point), ``best.pt`` (lowest validation bits/dim) and
-    ``samples/epoch_NNN.png``. A class-conditional model (``model.n_classes``) gets the labels
-    as ``cond``."""
+    the checkpoint directories ``last`` (resume point) and ``best`` (lowest validation bits/dim),
+    ``metrics.jsonl`` and ``samples/epoch_NNN.png``. A class-conditional model
+    (``model.n_classes``) gets the labels as ``cond``."""
 
     def __init__(self, model: torch.nn.Module, train_data: ImageDataset, val_data: ImageDataset | None,
                  out_dir: str, config: TrainConfig | None = None, *, device: torch.device | str = "cpu"):
@@ -84,45 +97,49 @@ class Trainer:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self.config.lr_decay)
+        self.ema = EMA(self.model, self.config.ema_decay) if self.config.ema_decay else None
         self.history = History()
         self.epoch = self.step_in_epoch = self.step = 0
         self.epoch_losses: list[float] = []  # this epoch's step losses so far (the epoch's mean)
-        self.last_path = os.path.join(out_dir, "last.pt")
-        self.best_path = os.path.join(out_dir, "best.pt")
+        self.last_path = os.path.join(out_dir, "last")
+        self.best_path = os.path.join(out_dir, "best")
+        self.log: MetricsLog | None = None
 
     # -- state ---------------------------------------------------------------------------------
-    def _state(self) -> dict:
-        return {
-            "model_type": type(self.model).__name__,
-            "model_config": self.model.config() if hasattr(self.model, "config") else {},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "step": self.step,
-            "epoch_losses": list(self.epoch_losses),
-            "history": asdict(self.history),
-            "train_config": asdict(self.config),
-        }
-
     def save(self, path: str | None = None) -> None:
-        save_checkpoint(path or self.last_path, self._state())
+        """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly."""
+        save_checkpoint(
+            path or self.last_path, model_type=type(self.model).__name__,
+            model_config=self.model.config() if hasattr(self.model, "config") else {},
+            weights=self.model.state_dict(), ema_weights=self.ema.state_dict() if self.ema else None,
+            training={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                      "rng": torch.get_rng_state()},
+            meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
+                  "epoch_losses": list(self.epoch_losses), "history": asdict(self.history),
+                  "train_config": asdict(self.config)},
+        )
 
     def resume(self, path: str | None = None) -> None:
-        """Continue from a checkpoint (default ``out_dir/last.pt``) exactly where it was written."""
-        state = load_checkpoint(path or self.last_path)
-        if state["model_type"] != type(self.model).__name__:
-            raise ValueError(f"{path or self.last_path}: holds a {state['model_type']}, not a "
-                             f"{type(self.model).__name__}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
-        self.epoch_losses = list(state["epoch_losses"])
-        self.history = History(**state["history"])
+        """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written."""
+        checkpoint = load_checkpoint(path or self.last_path)
+        meta = checkpoint.config
+        if meta["model_type"] != type(self.model).__name__:
+            raise ValueError(f"{checkpoint.path}: holds a {meta['model_type']}, not a {type(self.model).__name__}")
+        training = checkpoint.training_state()
+        self.model.load_state_dict({k.removeprefix("module."): v for k, v in checkpoint.weights.items()})
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
+                                     else self.model.state_dict())
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        torch.set_rng_state(training["rng"])
+        self.epoch, self.step_in_epoch, self.step = meta["epoch"], meta["step_in_epoch"], meta["step"]
+        self.epoch_losses = list(meta["epoch_losses"])
+        self.history = History(**meta["history"])
+
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """A block in which the model holds its EMA weights (its own weights without EMA)."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[torch.Tensor]:
@@ -135,37 +152,31 @@ class Trainer:
         cond = data.labels[index].to(self.device) if self.conditional else None
         return self.model.loss(x, cond)
 
-    @torch.no_grad()
     def evaluate(self, data: ImageDataset, batch_size: int = 256) -> float:
-        """Mean bits/dim of the model on ``data``."""
-        was_training = self.model.training
-        self.model.eval()
-        total = 0.0
-        for index in torch.arange(len(data)).split(batch_size):
-            total += self._loss(data, index).item() * len(index)
-        self.model.train(was_training)
-        return total / len(data) / LN2
+        """Mean bits/dim of the model (its EMA weights when kept) on ``data``."""
+        with self.averaged():
+            return bits_per_dim_on(self.model, data, batch_size=batch_size, device=self.device)
 
     def sample_grid(self, path: str, per_class: int | None = None) -> str:
         """Sample (one row per class for a conditional model) with a fixed seed; write a PNG."""
         per_class = per_class or self.config.grid_samples
-        g = torch.Generator().manual_seed(self.config.seed)
-        if self.conditional:
-            labels = torch.arange(self.model.n_classes).repeat_interleave(per_class).to(self.device)
-            images = self.model.sample(len(labels), labels, generator=g)
-            nrow = per_class
-        else:
-            images = self.model.sample(per_class * per_class, generator=g)
-            nrow = per_class
-        return save_grid(path, images, self.model.levels, nrow)
+        g = torch.Generator().manual_seed(self.config.seed)  # the same noise every epoch: comparable grids
+        with self.averaged():
+            if self.conditional:
+                labels = torch.arange(self.model.n_classes).repeat_interleave(per_class).to(self.device)
+                images = self.model.sample(len(labels), labels, generator=g)
+            else:
+                images = self.model.sample(per_class * per_class, generator=g)
+        return save_grid(path, images, self.model.levels, per_class)
 
     def fit(self, *, resume: bool = False) -> History:
-        """Train until ``config.epochs``; with ``resume`` continue from ``out_dir/last.pt`` when it exists."""
+        """Train until ``config.epochs``; with ``resume`` continue from ``out_dir/last`` when it exists."""
         cfg = self.config
-        if resume and os.path.exists(self.last_path):
+        if resume and checkpoint_exists(self.last_path):
             self.resume()
         elif self.step == 0:
             torch.manual_seed(cfg.seed)
+        self.log = MetricsLog(self.out_dir)
         self.model.train()
         while self.epoch < cfg.epochs:
             batches = self._batches(self.epoch)
@@ -180,15 +191,20 @@ class Trainer:
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 self.step += 1
                 self.step_in_epoch += 1
                 self.epoch_losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}", bpd=f"{loss.item() / LN2:.3f}")
+                if self.step % cfg.log_every == 0:
+                    self.log.write(self.step, loss=loss.item(), bpd=loss.item() / LN2)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
             bar.close()
             self._end_epoch(sum(self.epoch_losses) / max(1, len(self.epoch_losses)) / LN2)
+        self.log.close()
         return self.history
 
     def _end_epoch(self, train_bpd: float) -> None:
@@ -202,6 +218,9 @@ class Trainer:
             if val < h.best_val_bpd:
                 h.best_val_bpd, h.best_epoch = val, self.epoch
                 message += " (best)"
+        self.log.write(self.step, epoch=self.epoch + 1, train_bpd=train_bpd,
+                       val_bpd=h.val_bpd[-1] if self.val_data is not None else None,
+                       lr=self.optimizer.param_groups[0]["lr"])
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = []

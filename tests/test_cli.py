@@ -1,0 +1,113 @@
+"""The command line as a user runs it: train, sample, eval, --resume after a kill, --help everywhere."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import fastgen
+from fastgen.cli import main
+
+pytest.importorskip("tqdm")
+pytest.importorskip("PIL")
+pytest.importorskip("safetensors")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--hidden", "8", "--layers", "2", "--kernel-size", "3", "--quiet"]
+
+
+def fastgen_cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastgen", *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_train_sample_eval(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "gated-pixelcnn", "--data", "digits", "--epochs", "2", "--conditional", "--grid-samples",
+                 "2", "--ema", "0.9", "--out", run, *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "1257 training images (1, 8, 8) with 17 levels" in out and "best validation" in out
+    assert {"last", "best", "metrics.jsonl", "samples"} <= set(os.listdir(run))
+    assert os.path.isfile(os.path.join(run, "last", "ema.safetensors"))
+
+    grid = str(tmp_path / "grid.png")
+    assert main(["sample", run, "-n", "20", "-o", grid]) == 0
+    from PIL import Image
+
+    assert Image.open(grid).size == (10 * (8 * 4 + 1) + 1, 2 * (8 * 4 + 1) + 1)  # one column per class
+
+    assert main(["eval", run, "--data", "digits"]) == 0
+    out = capsys.readouterr().out
+    bpd = float(out.split("images): ")[1].split(" bits/dim")[0])
+    best = json.loads(open(os.path.join(run, "best", "config.json")).read())["history"]["best_val_bpd"]
+    assert 0 < bpd < 5 and abs(bpd - best) < 0.5
+
+
+def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    main(["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--conditional", "--grid-samples", "0",
+          "--out", run, *TINY])
+    from PIL import Image
+
+    from fastgen.commands import _partial
+
+    top = torch.randint(0, 256, (8, 8), dtype=torch.uint8)
+    Image.fromarray(top.numpy()).save(tmp_path / "start.png")
+    assert main(["sample", run, "-n", "4", "--class", "3", "--partial", str(tmp_path / "start.png"),
+                 "--keep-rows", "5", "-o", str(tmp_path / "done.png")]) == 0
+    model = fastgen.load(run)
+    image, known = _partial(str(tmp_path / "start.png"), model, 4, 5)
+    assert torch.equal(image[0, 0], torch.div(top.long() * 17, 256, rounding_mode="floor"))
+    assert known[:5].all() and not known[5:].any()
+    completed = model.sample(4, torch.full((4,), 3), partial=(image, known), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(completed[:, :, :5], image[:, :, :5])
+
+    with pytest.raises(SystemExit, match=r"--class must be in \[0, 10\)"):
+        main(["sample", run, "--class", "10", "-o", str(tmp_path / "x.png")])
+    Image.fromarray(top[:4].numpy()).save(tmp_path / "small.png")
+    with pytest.raises(SystemExit, match="is 8x4, the model samples 8x8"):
+        main(["sample", run, "--partial", str(tmp_path / "small.png"), "-o", str(tmp_path / "x.png")])
+    with pytest.raises(ValueError, match="no fastgen checkpoint there"):
+        main(["sample", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.png")])
+
+
+def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
+    """Killed mid-epoch (SIGKILL) while checkpointing every step, then restarted with --resume: the
+    run ends with the parameters of one that never stopped."""
+    args = ["train", "gated-pixelcnn", "--data", "digits", "--epochs", "2", "--batch-size", "128", "--dropout", "0.2",
+            "--checkpoint-every", "1", "--grid-samples", "0", *TINY]
+    whole = tmp_path / "whole"
+    assert fastgen_cli(*args, "--out", str(whole)).returncode == 0
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "fastgen", *args, "--out", str(killed)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, step = time.time() + 120, 0
+    while step < 13 and time.time() < deadline and process.poll() is None:  # epoch 2 starts at step 11
+        time.sleep(0.02)
+        try:
+            step = json.loads((killed / "last" / "config.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            pass
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < step < 20, f"the run was not caught mid-training (step {step})"
+    resumed = fastgen_cli(*args, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("last", "best"):
+        assert torch.equal(params(fastgen.load(str(whole / name))), params(fastgen.load(str(killed / name))))
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "bench", "info", "demo"])
+def test_every_command_has_help(command):
+    result = fastgen_cli(command, "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout
