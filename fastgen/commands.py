@@ -53,7 +53,7 @@ def train(args: argparse.Namespace) -> int:
     model = build_model(args.model, train_data, args)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                         grid_samples=args.grid_samples, ema_decay=args.ema, progress=not args.quiet)
+                         grid_samples=args.grid_samples, ema_decay=args.ema, amp=args.amp, progress=not args.quiet)
     trainer = Trainer(model, train_data, val_data, out, config, device=args.device)
     print(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
           f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
@@ -147,6 +147,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--grad-clip", type=float, default=1.0)
     t.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999) for validation and sampling")
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast for the training loss")
     t.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")
     t.add_argument("--grid-samples", type=int, default=10, help="sample grid per epoch, this many per row (0: none)")
     t.add_argument("--seed", type=int, default=0)

@@ -100,3 +100,16 @@ def test_use_reference_is_scoped():
             assert not reference_forced()
         assert reference_forced()
     assert not reference_forced()
+
+
+def test_autocast_rules():
+    """Under autocast the compute-heavy ops run in bfloat16 and the loss accumulates in float32,
+    whatever mix of dtypes comes in."""
+    x, w = torch.randn(2, 4, 5, 5), torch.randn(4, 4, 3, 3)
+    z, t = torch.randn(2, 3, 1, 4, 4, dtype=torch.bfloat16), torch.randint(0, 3, (2, 1, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fastgen.ops.masked_conv2d(x, w, mask_type="B").dtype == torch.bfloat16
+        assert fastgen.ops.gated_activation(x.bfloat16(), torch.randn(2, 4)).dtype == torch.bfloat16
+        nll = fastgen.ops.categorical_nll(z, t)
+    assert nll.dtype == torch.float32
+    torch.testing.assert_close(nll, fastgen.reference.categorical_nll_reference(z.float(), t))

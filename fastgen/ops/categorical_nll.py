@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fastgen.ops._checks import check_tensor
+from fastgen.ops._checks import check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen.reference.categorical_nll import (
     accumulation_dtype,
@@ -79,6 +79,7 @@ def _backward(ctx, grad_nll, _grad_lse):
 
 
 torch.library.register_autograd("fastgen::categorical_nll", _backward, setup_context=_setup_context)
+register_autocast("categorical_nll", torch.float32)
 
 
 def check_categorical_nll_args(logits: torch.Tensor, target: torch.Tensor) -> None:

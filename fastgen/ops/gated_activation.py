@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from fastgen.ops._checks import check_same, check_tensor
+from fastgen.ops._checks import check_same, check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 
@@ -52,6 +52,7 @@ def _backward(ctx, grad):
 
 
 torch.library.register_autograd("fastgen::gated_activation", _backward, setup_context=_setup_context)
+register_autocast("gated_activation", torch.bfloat16)
 
 
 def check_gated_activation_args(x: torch.Tensor, cond: torch.Tensor | None) -> None:

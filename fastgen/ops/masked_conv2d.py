@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch._prims_common import suggest_memory_format
 
-from fastgen.ops._checks import check_same, check_tensor
+from fastgen.ops._checks import check_same, check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen.reference.masked_conv2d import masked_conv2d_backward_reference, masked_conv2d_reference
 
@@ -60,6 +60,7 @@ def _backward(ctx, grad):
 
 
 torch.library.register_autograd("fastgen::masked_conv2d", _backward, setup_context=_setup_context)
+register_autocast("masked_conv2d", torch.bfloat16)
 
 
 def check_masked_conv2d_args(

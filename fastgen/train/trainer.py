@@ -42,6 +42,8 @@ class TrainConfig:
             this many per class, one row per class.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999)
             and use it for validation, the best checkpoint and sample grids (None: off).
+        amp: compute the training loss under bfloat16 autocast (weights, gradients, optimiser
+            and the loss's accumulation stay float32; validation runs in float32).
         log_every: write the step loss to metrics.jsonl every this many steps.
         progress: show a progress bar.
     """
@@ -55,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     grid_samples: int = 10
     ema_decay: float | None = None
+    amp: bool = False
     log_every: int = 50
     progress: bool = True
 
@@ -185,7 +188,8 @@ class Trainer:
             bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress, leave=False,
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
             for index in batches[self.step_in_epoch:]:
-                loss = self._loss(self.train_data, index)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    loss = self._loss(self.train_data, index)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
