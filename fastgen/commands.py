@@ -46,7 +46,10 @@ def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
 
 def train(args: argparse.Namespace) -> int:
     from fastgen.train import TrainConfig, Trainer
+    from fastgen.train.distributed import init_from_env
 
+    rank, world, device = init_from_env(args.device)
+    say = print if rank == 0 else (lambda *a, **k: None)
     train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed)
     out = args.out or os.path.join("runs", args.model)
     torch.manual_seed(args.seed)
@@ -54,18 +57,20 @@ def train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          grid_samples=args.grid_samples, ema_decay=args.ema, amp=args.amp, progress=not args.quiet)
-    trainer = Trainer(model, train_data, val_data, out, config, device=args.device)
-    print(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
-          f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
-          f"writing to {out}")
+    trainer = Trainer(model, train_data, val_data, out, config, device=device)
+    say(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
+        f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
+        f"{world} process{'es' if world > 1 else ''}; writing to {out}")
     history = trainer.fit(resume=args.resume)
     last = history.train_bpd[-1] if history.train_bpd else float("nan")
     message = f"done: epoch {trainer.epoch}, train {last:.4f} bits/dim"
     if history.val_bpd:
         message += f", best validation {history.best_val_bpd:.4f} bits/dim (epoch {history.best_epoch + 1})"
-    print(message)
-    print(f"checkpoints: {os.path.abspath(trainer.last_path)}" +
-          (f", {os.path.abspath(trainer.best_path)}" if history.val_bpd else ""))
+    say(message)
+    say(f"checkpoints: {os.path.abspath(trainer.last_path)}" +
+        (f", {os.path.abspath(trainer.best_path)}" if history.val_bpd else ""))
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -89,10 +94,15 @@ def _partial(path: str, model, n: int, keep_rows: int | None) -> tuple[torch.Ten
 
 
 def sample(args: argparse.Namespace) -> int:
+    """Sample n images; under torchrun each process draws its share (with its slice of the same
+    noise, so the images are those of a single process) and rank 0 writes the grid."""
     import fastgen
+    from fastgen.sampling import draw_noise
     from fastgen.train import save_grid
+    from fastgen.train.distributed import init_from_env, shard
 
-    model = fastgen.load(args.checkpoint, args.device, ema=not args.no_ema).eval()
+    rank, world, device = init_from_env(args.device)
+    model = fastgen.load(args.checkpoint, device, ema=not args.no_ema).eval()
     if model.cond_channels is not None:
         raise SystemExit("fastgen sample: this model needs a spatial conditioning map; sample it from Python")
     labels = None
@@ -100,14 +110,25 @@ def sample(args: argparse.Namespace) -> int:
         if args.cls is not None and not 0 <= args.cls < model.n_classes:
             raise SystemExit(f"fastgen sample: --class must be in [0, {model.n_classes}), got {args.cls}")
         labels = (torch.full((args.n,), args.cls) if args.cls is not None
-                  else torch.arange(args.n) % model.n_classes).to(args.device)
+                  else torch.arange(args.n) % model.n_classes)
     elif args.cls is not None:
         raise SystemExit("fastgen sample: --class given, but the model is not class-conditional")
     partial = _partial(args.partial, model, args.n, args.keep_rows) if args.partial else None
-    generator = torch.Generator().manual_seed(args.seed)
-    images = model.sample(args.n, labels, partial=partial, generator=generator, cache=not args.naive)
-    nrow = model.n_classes if labels is not None and args.cls is None else math.ceil(math.sqrt(args.n))
-    print(os.path.abspath(save_grid(args.output, images, model.levels, min(nrow, args.n))))
+    noise = draw_noise(args.n, (model.in_channels, *model.image_size), generator=torch.Generator().manual_seed(args.seed))
+    mine = shard(torch.arange(args.n), rank, world)
+    images = torch.empty(0, model.in_channels, *model.image_size, dtype=torch.long)
+    if len(mine):  # with fewer images than processes, some have none
+        images = model.sample(len(mine), labels[mine].to(device) if labels is not None else None,
+                              partial=(partial[0][mine], partial[1]) if partial else None,
+                              noise=noise[mine].to(device), cache=not args.naive).cpu()
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, images)
+        images = torch.cat(gathered)
+        torch.distributed.destroy_process_group()
+    if rank == 0:
+        nrow = model.n_classes if labels is not None and args.cls is None else math.ceil(math.sqrt(args.n))
+        print(os.path.abspath(save_grid(args.output, images, model.levels, min(nrow, args.n))))
     return 0
 
 

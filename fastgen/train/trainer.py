@@ -19,6 +19,7 @@ import torch
 
 from fastgen.data import ImageDataset
 from fastgen.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from fastgen.train.distributed import LossModule, rank_and_world, shard
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import bits_per_dim_on
 from fastgen.train.grid import save_grid
@@ -87,7 +88,11 @@ class Trainer:
     """Train ``model`` on ``train_data``, validating on ``val_data``; files go to ``out_dir``:
     the checkpoint directories ``last`` (resume point) and ``best`` (lowest validation bits/dim),
     ``metrics.jsonl`` and ``samples/epoch_NNN.png``. A class-conditional model
-    (``model.n_classes``) gets the labels as ``cond``."""
+    (``model.n_classes``) gets the labels as ``cond``.
+
+    In a process group (``torchrun``, see ``fastgen.train.distributed``) every process takes its
+    shard of each global batch of ``batch_size`` images, DistributedDataParallel averages the
+    gradients, and only rank 0 writes checkpoints, logs and grids."""
 
     def __init__(self, model: torch.nn.Module, train_data: ImageDataset, val_data: ImageDataset | None,
                  out_dir: str, config: TrainConfig | None = None, *, device: torch.device | str = "cpu"):
@@ -98,6 +103,10 @@ class Trainer:
         self.conditional = getattr(model, "n_classes", None) is not None
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
+        self.rank, self.world = rank_and_world()
+        self.step_module: torch.nn.Module = LossModule(self.model)
+        if self.world > 1:
+            self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self.config.lr_decay)
         self.ema = EMA(self.model, self.config.ema_decay) if self.config.ema_decay else None
@@ -110,7 +119,10 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> None:
-        """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly."""
+        """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly
+        (rank 0 only)."""
+        if self.rank != 0:
+            return
         save_checkpoint(
             path or self.last_path, model_type=type(self.model).__name__,
             model_config=self.model.config() if hasattr(self.model, "config") else {},
@@ -151,9 +163,20 @@ class Trainer:
         return list(order.split(self.config.batch_size))
 
     def _loss(self, data: ImageDataset, index: torch.Tensor) -> torch.Tensor:
-        x = data.images[index].to(self.device, torch.long)
-        cond = data.labels[index].to(self.device) if self.conditional else None
-        return self.model.loss(x, cond)
+        """The training loss of a global batch: this process's shard, weighted so that the mean
+        over processes that DistributedDataParallel takes is the mean over the whole batch."""
+        part = shard(index, self.rank, self.world)
+        x = data.images[part].to(self.device, torch.long)
+        cond = data.labels[part].to(self.device) if self.conditional else None
+        return self.step_module(x, cond) * (len(part) * self.world / len(index))
+
+    def _global_mean(self, loss: torch.Tensor) -> float:
+        """The batch loss over all processes (each holds its weighted shard loss)."""
+        if self.world > 1:
+            loss = loss.detach().clone()
+            torch.distributed.all_reduce(loss)
+            loss /= self.world
+        return loss.item()
 
     def evaluate(self, data: ImageDataset, batch_size: int = 256) -> float:
         """Mean bits/dim of the model (its EMA weights when kept) on ``data``."""
@@ -179,13 +202,14 @@ class Trainer:
             self.resume()
         elif self.step == 0:
             torch.manual_seed(cfg.seed)
-        self.log = MetricsLog(self.out_dir)
+        self.log = MetricsLog(self.out_dir) if self.rank == 0 else None
         self.model.train()
         while self.epoch < cfg.epochs:
             batches = self._batches(self.epoch)
             from tqdm.auto import tqdm  # imported here: `import fastgen` needs only torch and numpy
 
-            bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress, leave=False,
+            bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress or self.rank != 0,
+                       leave=False,
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
             for index in batches[self.step_in_epoch:]:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
@@ -199,16 +223,18 @@ class Trainer:
                     self.ema.update(self.model)
                 self.step += 1
                 self.step_in_epoch += 1
-                self.epoch_losses.append(loss.item())
+                value = self._global_mean(loss)
+                self.epoch_losses.append(value)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", bpd=f"{loss.item() / LN2:.3f}")
-                if self.step % cfg.log_every == 0:
-                    self.log.write(self.step, loss=loss.item(), bpd=loss.item() / LN2)
+                bar.set_postfix(loss=f"{value:.4f}", bpd=f"{value / LN2:.3f}")
+                if self.step % cfg.log_every == 0 and self.log:
+                    self.log.write(self.step, loss=value, bpd=value / LN2)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
             bar.close()
             self._end_epoch(sum(self.epoch_losses) / max(1, len(self.epoch_losses)) / LN2)
-        self.log.close()
+        if self.log:
+            self.log.close()
         return self.history
 
     def _end_epoch(self, train_bpd: float) -> None:
@@ -222,20 +248,21 @@ class Trainer:
             if val < h.best_val_bpd:
                 h.best_val_bpd, h.best_epoch = val, self.epoch
                 message += " (best)"
-        self.log.write(self.step, epoch=self.epoch + 1, train_bpd=train_bpd,
-                       val_bpd=h.val_bpd[-1] if self.val_data is not None else None,
-                       lr=self.optimizer.param_groups[0]["lr"])
+        if self.log:
+            self.log.write(self.step, epoch=self.epoch + 1, train_bpd=train_bpd,
+                           val_bpd=h.val_bpd[-1] if self.val_data is not None else None,
+                           lr=self.optimizer.param_groups[0]["lr"])
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = []
         self.scheduler.step()
         if h.best_epoch == self.epoch - 1:
             self.save(self.best_path)
-        if self.config.grid_samples:
+        if self.config.grid_samples and self.rank == 0:
             path = self.sample_grid(os.path.join(self.out_dir, "samples", f"epoch_{self.epoch:03d}.png"))
             message += f", samples {path}"
         self.save()
-        if self.config.progress:
+        if self.config.progress and self.rank == 0:
             from tqdm.auto import tqdm
 
             tqdm.write(message)

@@ -1,0 +1,46 @@
+"""Multi-process training under ``torchrun``: joining the process group from the environment
+torchrun sets, and the batch shard of each process."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env(device: str = "cpu") -> tuple[int, int, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo for CPU training,
+    nccl for CUDA, each process on the GPU of its LOCAL_RANK. Returns (rank, world size, device);
+    (0, 1, device) in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1, torch.device(device)
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), torch.device(device)
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(index: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This process's contiguous share of a global batch (sizes differ by at most one)."""
+    n = len(index)
+    return index[n * rank // world: n * (rank + 1) // world]
+
+
+class LossModule(torch.nn.Module):
+    """``model.loss`` as a forward pass, so that DistributedDataParallel (which hooks forward)
+    synchronises its gradients."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.model.loss(x, cond)
