@@ -28,9 +28,9 @@ def test_every_op_is_served_on_every_device():
 
 @pytest.mark.skipif(os.environ.get("FASTGEN_REQUIRE_EXT") != "1", reason="only where the build is required")
 def test_optional_dependencies_are_installed_when_required():
-    # Data, training and demo tests skip where pillow, tqdm or scikit-learn are missing (a bare GPU
-    # machine); under `make test` they must run.
-    for module in ("PIL", "tqdm", "sklearn"):
+    # Data, training and demo tests skip where pillow, tqdm, scikit-learn, safetensors or
+    # tensorboard are missing (a bare GPU machine); under `make test` they must run.
+    for module in ("PIL", "tqdm", "sklearn", "safetensors", "tensorboard"):
         importlib.import_module(module)
 
 

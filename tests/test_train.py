@@ -14,6 +14,7 @@ from fastgen.train import TrainConfig, Trainer, load_checkpoint, model_from_chec
 # Optional dependencies of fastgen's data, training and demo (installed by `make test`).
 pytest.importorskip("tqdm")
 pytest.importorskip("PIL")
+pytest.importorskip("safetensors")
 
 
 def tiny_data(n=24, seed=0):
@@ -246,3 +247,18 @@ def test_losses_under_autocast_stay_close_to_float32(tmp_path):
 def test_training_with_amp_learns(tmp_path):
     trainer = run(tmp_path, epochs=3, amp=True, lr=1e-2)
     assert trainer.history.train_bpd[-1] < trainer.history.train_bpd[0]
+
+
+def test_tensorboard_scalars_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, epochs=2)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    expected = [r["train_bpd"] for r in logged if "train_bpd" in r]
+    assert [e.value for e in events.Scalars("train_bpd")] == pytest.approx(expected)
+    assert len(events.Scalars("val_bpd")) == 2
