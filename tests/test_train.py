@@ -262,3 +262,11 @@ def test_tensorboard_scalars_when_installed(tmp_path):
     expected = [r["train_bpd"] for r in logged if "train_bpd" in r]
     assert [e.value for e in events.Scalars("train_bpd")] == pytest.approx(expected)
     assert len(events.Scalars("val_bpd")) == 2
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    run(tmp_path, epochs=1)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(tmp_path / "last").st_mode & 0o777 == 0o777 & ~mask
+    assert os.stat(tmp_path / "samples" / "epoch_001.png").st_mode & 0o777 == 0o666 & ~mask

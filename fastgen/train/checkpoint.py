@@ -30,11 +30,18 @@ CONFIG, WEIGHTS, EMA_WEIGHTS, TRAINING = "config.json", "model.safetensors", "em
 MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN)}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -75,6 +82,7 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
     config = {"format": FORMAT, "version": VERSION, "model_type": model_type, "model_config": model_config,
               **(meta or {})}
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the checkpoint from other users
     try:
         with open(os.path.join(tmp, CONFIG), "w") as f:
             json.dump(config, f, indent=1)
