@@ -116,8 +116,8 @@ def test_every_command_has_help(command):
 def test_two_processes_under_torchrun_match_one(tmp_path):
     """`torchrun --nproc_per_node=2` (gloo on CPU) trains to the parameters of a single process
     with the same global batch, and splits sampling between the processes without changing it."""
-    args = ["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--grid-samples", "0",
-            *TINY]
+    args = ["train", "gated-pixelcnn", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--grid-samples",
+            "0", *TINY]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastgen"]
     one = fastgen_cli(*args, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr

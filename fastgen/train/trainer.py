@@ -106,7 +106,9 @@ class Trainer:
         self.rank, self.world = rank_and_world()
         self.step_module: torch.nn.Module = LossModule(self.model)
         if self.world > 1:
-            self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module)
+            # static_graph: the same parameters take part in every step, and some never do (the
+            # last Gated layer's horizontal output feeds nothing); DDP then skips them cheaply.
+            self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module, static_graph=True)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self.config.lr_decay)
         self.ema = EMA(self.model, self.config.ema_decay) if self.config.ema_decay else None
