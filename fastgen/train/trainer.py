@@ -211,8 +211,7 @@ class Trainer:
             from tqdm.auto import tqdm  # imported here: `import fastgen` needs only torch and numpy
 
             bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress or self.rank != 0,
-                       leave=False,
-                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+                       leave=False, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
             for index in batches[self.step_in_epoch:]:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                     loss = self._loss(self.train_data, index)
