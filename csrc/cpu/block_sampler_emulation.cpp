@@ -41,17 +41,17 @@ std::tuple<at::Tensor, at::Tensor> block_sample_cpu(const std::string& model, at
       block.emplace_back([&, t] {
         const Threads threads{t, kBlockThreads};
         if (run.gated) {
-          gated_program(run.gated_dims, table, cond_b, run.cond_hc, run.cond_wc, canvas_of(run, b), ws, threads,
+          gated_program(run.gated_dims, table, cond_b, run.cond_hc, run.cond_wc, run.canvas(b), ws, threads,
                         BlockBarrier{&barrier});
         } else {
-          pixelcnn_program(run.pixelcnn, table, cond_b, run.cond_hc, run.cond_wc, canvas_of(run, b), ws, threads,
+          pixelcnn_program(run.pixelcnn, table, cond_b, run.cond_hc, run.cond_wc, run.canvas(b), ws, threads,
                            BlockBarrier{&barrier});
         }
       });
     }
     for (auto& thread : block) thread.join();
   }
-  return {run.image, run.logits};
+  return {run.out.image, run.out.logits};
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../cuda/block_sampler_host.h"
 #include "panel_gemm.h"
 
 namespace fastgen {
@@ -81,28 +82,24 @@ void gather_windows(const float* map, int64_t batch_stride, int64_t row_stride, 
   }
 }
 
-// The image being filled: the int64 result, its encoded padded copy that the first layer reads,
-// the per-draw logits, and the draw.
-struct Canvas {
-  int64_t n, C, H, W, L, pad;
-  float scale;
-  int64_t* image;
-  const bool* known;
-  const double* noise;
-  float* logits;  // (N, L, C, H, W) or null
+// The batch being filled: the call's tensors, one encoded padded map (N, H + pad, W + 2 pad, C)
+// that the first layer reads, and each image's canvas over its slice of the map (the block
+// sampler's canvas: the same encoding and the same draw).
+struct BatchCanvas {
+  block_sampler::SampleTensors tensors;
+  int64_t C, H, W, pad;
   std::vector<float> map;
+  std::vector<block_sampler::Canvas> images;
 
-  Canvas(at::Tensor& out, const at::Tensor& known_, const at::Tensor& noise_, at::Tensor* logits_, int64_t levels,
-         int64_t pad_)
-      : n(out.size(0)), C(out.size(1)), H(out.size(2)), W(out.size(3)), L(levels), pad(pad_),
-        scale(static_cast<float>(2.0 / static_cast<double>(levels - 1))), image(out.data_ptr<int64_t>()),
-        known(known_.data_ptr<bool>()), noise(noise_.data_ptr<double>()),
-        logits(logits_ ? logits_->data_ptr<float>() : nullptr),
-        map(static_cast<size_t>(n * (H + pad) * (W + 2 * pad) * C), 0.0f) {
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < H; ++i)
-          for (int64_t j = 0; j < W; ++j) encode(b, c, i, j);
+  BatchCanvas(const at::Tensor& image, const at::Tensor& known, const at::Tensor& noise, int64_t levels,
+              bool return_logits, int64_t pad_)
+      : tensors(block_sampler::sample_tensors(image, known, noise, levels, return_logits)), C(image.size(1)),
+        H(image.size(2)), W(image.size(3)), pad(pad_),
+        map(static_cast<size_t>(tensors.n() * batch_stride()), 0.0f) {
+    for (int64_t b = 0; b < tensors.n(); ++b) {
+      images.push_back(block_sampler::canvas_of(tensors, b, pad, map.data() + b * batch_stride()));
+      images.back().encode_all();
+    }
   }
   int64_t batch_stride() const { return (H + pad) * (W + 2 * pad) * C; }
   int64_t row_stride() const { return (W + 2 * pad) * C; }
@@ -110,32 +107,20 @@ struct Canvas {
   const float* at(int64_t b, int64_t i, int64_t jp) const {
     return map.data() + b * batch_stride() + (i + pad) * row_stride() + jp * C;
   }
-  int64_t index(int64_t b, int64_t c, int64_t i, int64_t j) const { return ((b * C + c) * H + i) * W + j; }
-  void encode(int64_t b, int64_t c, int64_t i, int64_t j) {
-    map[static_cast<size_t>(b * batch_stride() + (i + pad) * row_stride() + (j + pad) * C + c)] =
-        static_cast<float>(image[index(b, c, i, j)]) * scale - 1.0f;
-  }
-  // Draws colour c at (i, j) for batch rows [m0, m1) from head outputs (row stride ld, colour c's
-  // levels at c * L).
+  // Draws colour c at (i, j) for batch rows [m0, m1) from head outputs (row stride ld).
   void draw(const float* head, int64_t ld, int64_t c, int64_t i, int64_t j, int64_t m0, int64_t m1) {
-    for (int64_t b = m0; b < m1; ++b) {
-      const float* lg = head + b * ld + c * L;
-      const int64_t at_ = index(b, c, i, j);
-      if (logits)
-        for (int64_t l = 0; l < L; ++l) logits[(((b * L + l) * C + c) * H + i) * W + j] = lg[l];
-      if (!known[at_]) image[at_] = draw_level(lg, L, noise[at_]);
-      encode(b, c, i, j);
-    }
+    for (int64_t b = m0; b < m1; ++b) images[static_cast<size_t>(b)].draw(head + b * ld, c, i, j);
   }
+  std::tuple<at::Tensor, at::Tensor> result() const { return {tensors.image, tensors.logits}; }
 };
 
-// A (rows x cols) float32 tensor's element (o, c, t) accessor for packing: w[o][c][t] over a
-// contiguous (out, in, taps...) weight, taps flattened.
+// Element (o, c, t) of a contiguous (out, in, taps...) weight, its taps flattened in row-major
+// order (tap row, then tap column): what Panels::pack reads.
 struct Weight {
   const float* data;
   int64_t in, taps;
-  explicit Weight(const at::Tensor& t) : data(t.data_ptr<float>()), in(t.size(1)), taps(t.numel() / (t.size(0) * t.size(1))) {}
-  // Tap `t0 + t` of the flattened kernel.
+  explicit Weight(const at::Tensor& t)
+      : data(t.data_ptr<float>()), in(t.size(1)), taps(t.numel() / (t.size(0) * t.size(1))) {}
   float operator()(int64_t o, int64_t c, int64_t t) const { return data[(o * in + c) * taps + t]; }
 };
 
@@ -170,8 +155,8 @@ struct Head {
   }
   // The end of a pixel step: the head on x, the draw of colour c at (i, j), and the barrier
   // after which every thread sees the drawn values.
-  void finish_pixel(Team& team, int t, const float* x, int64_t ldx, int64_t n, Canvas& canvas, int64_t c, int64_t i,
-                    int64_t j) {
+  void finish_pixel(Team& team, int t, const float* x, int64_t ldx, int64_t n, BatchCanvas& canvas, int64_t c,
+                    int64_t i, int64_t j) {
     run(team, t, x, ldx, n);
     auto [m0, m1] = team.share(n, t);
     canvas.draw(out.data(), second.out.stride(), c, i, j, m0, m1);
@@ -204,16 +189,13 @@ const float* cond_at(const at::Tensor& cond, int64_t layer, int64_t b, int64_t i
   return cond.data_ptr<float>() + (((layer * n + b) * hc + (hc > 1 ? i : 0)) * wc + (wc > 1 ? j : 0)) * k;
 }
 
-void check_inputs(const at::TensorList weights, const std::optional<at::Tensor>& cond, const at::Tensor& image,
-                  const at::Tensor& known, const at::Tensor& noise) {
+// The image, known mask and noise are checked by block_sampler::sample_tensors.
+void check_plan(const at::TensorList weights, const std::optional<at::Tensor>& cond) {
   for (const auto& w : weights) {
     TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous(), "the fused sampler takes contiguous float32 weights");
   }
   TORCH_CHECK(!cond || (cond->scalar_type() == at::kFloat && cond->is_contiguous() && cond->dim() == 5),
               "cond must be a contiguous float32 (layers, N, Hc, Wc, K) tensor");
-  TORCH_CHECK(image.dim() == 4 && image.scalar_type() == at::kLong, "image must be int64 (N, C, H, W)");
-  TORCH_CHECK(known.scalar_type() == at::kBool && known.sizes() == image.sizes(), "known must be bool, like image");
-  TORCH_CHECK(noise.scalar_type() == at::kDouble && noise.sizes() == image.sizes(), "noise must be float64, like image");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,17 +203,13 @@ void check_inputs(const at::TensorList weights, const std::optional<at::Tensor>&
 std::tuple<at::Tensor, at::Tensor> pixelcnn_sample_cpu(at::TensorList weights, const std::optional<at::Tensor>& cond,
                                                        const at::Tensor& image_in, const at::Tensor& known_in,
                                                        const at::Tensor& noise_in, int64_t levels, bool return_logits) {
-  check_inputs(weights, cond, image_in, known_in, noise_in);
+  check_plan(weights, cond);
   TORCH_CHECK((weights.size() - 6) % 6 == 0, "a PixelCNN plan has 2 + 6 per block + 4 weights");
   const int64_t blocks = static_cast<int64_t>(weights.size() - 6) / 6;
-  at::Tensor image = image_in.contiguous().clone(), known = known_in.contiguous(), noise = noise_in.contiguous();
-  const int64_t n = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
-  at::Tensor logits = return_logits ? at::empty({n, levels, C, H, W}, image.options().dtype(at::kFloat))
-                                    : at::empty({0}, image.options().dtype(at::kFloat));
-
   const at::Tensor& in_w = weights[0];
   const int64_t hidden = in_w.size(0), q = in_w.size(3) / 2, kin = in_w.size(3);
-  Canvas canvas(image, known, noise, return_logits ? &logits : nullptr, levels, q);
+  BatchCanvas canvas(image_in, known_in, noise_in, levels, return_logits, q);
+  const int64_t n = image_in.size(0), C = image_in.size(1), H = image_in.size(2), W = image_in.size(3);
   const ChannelLayout img = ChannelLayout::unpadded(C), hid{hidden};
   const int64_t hs = hid.stride();
   auto [in_rows_f, in_pixel_f] = split_causal(in_w, weights[1], hid, img, C, q);
@@ -327,7 +305,7 @@ std::tuple<at::Tensor, at::Tensor> pixelcnn_sample_cpu(at::TensorList weights, c
       }
     }
   });
-  return {image, logits};
+  return canvas.result();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,16 +316,12 @@ std::tuple<at::Tensor, at::Tensor> gated_pixelcnn_sample_cpu(at::TensorList weig
                                                              const at::Tensor& image_in, const at::Tensor& known_in,
                                                              const at::Tensor& noise_in, int64_t levels,
                                                              bool return_logits) {
-  check_inputs(weights, cond, image_in, known_in, noise_in);
+  check_plan(weights, cond);
   TORCH_CHECK(weights.size() > 4 && (weights.size() - 4) % 10 == 0, "a Gated PixelCNN plan has 10 per layer + 4 weights");
   const int64_t layers = static_cast<int64_t>(weights.size() - 4) / 10;
-  at::Tensor image = image_in.contiguous().clone(), known = known_in.contiguous(), noise = noise_in.contiguous();
-  const int64_t n = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
-  at::Tensor logits = return_logits ? at::empty({n, levels, C, H, W}, image.options().dtype(at::kFloat))
-                                    : at::empty({0}, image.options().dtype(at::kFloat));
-
   const int64_t D = weights[6].size(0), S = weights[8].size(0), k = weights[0].size(3), p = k / 2;
-  Canvas canvas(image, known, noise, return_logits ? &logits : nullptr, levels, p);
+  BatchCanvas canvas(image_in, known_in, noise_in, levels, return_logits, p);
+  const int64_t n = image_in.size(0), C = image_in.size(1), H = image_in.size(2), W = image_in.size(3);
   const ChannelLayout img = ChannelLayout::unpadded(C), gated{2 * D, true}, chan{D}, skips{S};
   const int64_t gs = gated.stride(), ds = chan.stride(), ss = skips.stride(), pairs = gated.half_padded() / kPanel;
 
@@ -484,7 +458,7 @@ std::tuple<at::Tensor, at::Tensor> gated_pixelcnn_sample_cpu(at::TensorList weig
       }
     }
   });
-  return {image, logits};
+  return canvas.result();
 }
 
 using Sampler = std::tuple<at::Tensor, at::Tensor> (*)(at::TensorList, const std::optional<at::Tensor>&,

@@ -1,6 +1,5 @@
 // Building blocks of the fused cached samplers: weights packed in 16-wide output panels, a small
-// matrix-product kernel over them, a team of threads that each own a fixed set of panels, and the
-// inverse-CDF draw.
+// matrix-product kernel over them, and a team of threads that each own a fixed set of panels.
 //
 // Why not BLAS: the per-pixel products are tiny (batch rows x a few hundred inputs x a few hundred
 // outputs), tens of thousands of them per image, so a library call's overhead (a few microseconds
@@ -147,22 +146,6 @@ class Team {
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<int> sense_{0};
 };
-
-// Inverse-CDF draw from logits[0..L) (float64 softmax and running sum, as
-// fastgen.sampling.sample_from_logits): the number of levels whose cumulative probability is below u.
-inline int64_t draw_level(const float* logits, int64_t L, double u) {
-  double top = logits[0];
-  for (int64_t l = 1; l < L; ++l) top = std::max(top, static_cast<double>(logits[l]));
-  double sum = 0.0;
-  for (int64_t l = 0; l < L; ++l) sum += std::exp(static_cast<double>(logits[l]) - top);
-  double cdf = 0.0;
-  int64_t below = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    cdf += std::exp(static_cast<double>(logits[l]) - top) / sum;
-    below += cdf < u;
-  }
-  return std::min(below, L - 1);
-}
 
 FASTGEN_INLINE float relu(float x) { return x > 0.0f ? x : 0.0f; }
 FASTGEN_INLINE float gate(float a, float b) { return tanh_fast(a) * sigmoid_fast(b); }

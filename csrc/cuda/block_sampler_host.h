@@ -13,14 +13,51 @@
 namespace fastgen {
 namespace block_sampler {
 
+// The tensors of a sampler call: the start image copied (the sampler fills it in place), the known
+// mask, the noise, and the logits of every draw (N, L, C, H, W), or an empty tensor.
+struct SampleTensors {
+  at::Tensor image, known, noise, logits;
+  int64_t levels = 0;
+  int64_t n() const { return image.size(0); }
+};
+
+inline SampleTensors sample_tensors(const at::Tensor& image, const at::Tensor& known, const at::Tensor& noise,
+                                    int64_t levels, bool return_logits) {
+  TORCH_CHECK(image.dim() == 4 && image.scalar_type() == at::kLong, "image must be int64 (N, C, H, W)");
+  TORCH_CHECK(known.scalar_type() == at::kBool && known.sizes() == image.sizes(), "known must be bool, like image");
+  TORCH_CHECK(noise.scalar_type() == at::kDouble && noise.sizes() == image.sizes(), "noise must be float64, like image");
+  SampleTensors t;
+  t.image = image.contiguous().clone();
+  t.known = known.contiguous();
+  t.noise = noise.contiguous();
+  const int64_t n = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
+  t.logits = at::empty(return_logits ? std::vector<int64_t>{n, levels, C, H, W} : std::vector<int64_t>{0},
+                       image.options().dtype(at::kFloat));
+  t.levels = levels;
+  return t;
+}
+
+// The canvas of image b, drawing into `map` (its encoded copy, (H + pad, W + 2 pad, C)).
+inline Canvas canvas_of(SampleTensors& t, int64_t b, int64_t pad, float* map) {
+  const int64_t C = t.image.size(1), H = t.image.size(2), W = t.image.size(3), L = t.levels;
+  const int64_t plane = C * H * W;
+  return Canvas{t.image.data_ptr<int64_t>() + b * plane,
+                t.known.data_ptr<bool>() + b * plane,
+                t.noise.data_ptr<double>() + b * plane,
+                t.logits.numel() ? t.logits.data_ptr<float>() + b * L * plane : nullptr,
+                map, C, H, W, L, pad, static_cast<float>(2.0 / static_cast<double>(L - 1))};
+}
+
 // Everything a launch needs, with the tensors that own the memory.
 struct Launch {
   bool gated = false;
   PixelCNNDims pixelcnn{};
   GatedDims gated_dims{};
   int64_t workspace_per_image = 0, cond_per_image = 0, cond_hc = 1, cond_wc = 1, pad = 0;
-  at::Tensor image, known, noise, logits, workspace, pointers, cond;
-  int64_t n() const { return image.size(0); }
+  SampleTensors out;
+  at::Tensor workspace, pointers, cond;
+  int64_t n() const { return out.n(); }
+  Canvas canvas(int64_t b) { return canvas_of(out, b, pad, nullptr); }  // the map lives in the workspace
 };
 
 inline Launch prepare(const std::string& model, at::TensorList plan, const std::optional<at::Tensor>& cond,
@@ -28,22 +65,14 @@ inline Launch prepare(const std::string& model, at::TensorList plan, const std::
                       int64_t levels, bool return_logits) {
   TORCH_CHECK(model == "pixelcnn" || model == "gated_pixelcnn", "model must be 'pixelcnn' or 'gated_pixelcnn', got ",
               model);
-  TORCH_CHECK(image_in.dim() == 4 && image_in.scalar_type() == at::kLong, "image must be int64 (N, C, H, W)");
-  TORCH_CHECK(known_in.scalar_type() == at::kBool && known_in.sizes() == image_in.sizes(), "known must be bool, like image");
-  TORCH_CHECK(noise_in.scalar_type() == at::kDouble && noise_in.sizes() == image_in.sizes(),
-              "noise must be float64, like image");
   for (const auto& t : plan) {
     TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device() == image_in.device(),
                 "the block plan must be contiguous float32 tensors on the image's device");
   }
   Launch run;
   run.gated = model == "gated_pixelcnn";
-  run.image = image_in.contiguous().clone();
-  run.known = known_in.contiguous();
-  run.noise = noise_in.contiguous();
-  const int64_t n = run.image.size(0), C = run.image.size(1), H = run.image.size(2), W = run.image.size(3);
-  run.logits = at::empty(return_logits ? std::vector<int64_t>{n, levels, C, H, W} : std::vector<int64_t>{0},
-                         run.image.options().dtype(at::kFloat));
+  run.out = sample_tensors(image_in, known_in, noise_in, levels, return_logits);
+  const int64_t n = run.n(), C = image_in.size(1), H = image_in.size(2), W = image_in.size(3);
   int64_t layers = 0, total = 0;
   if (run.gated) {
     TORCH_CHECK(plan.size() > 5 && (plan.size() - 5) % 8 == 0, "a Gated PixelCNN block plan has 8 per layer + 5 tensors");
@@ -71,10 +100,10 @@ inline Launch prepare(const std::string& model, at::TensorList plan, const std::
   TORCH_CHECK(plan[plan.size() - 2].size(1) == C * levels, "the plan's head has ", plan[plan.size() - 2].size(1),
               " outputs but C * levels = ", C * levels);
   run.workspace_per_image = total;
-  run.workspace = at::zeros({n * total}, run.image.options().dtype(at::kFloat));
+  run.workspace = at::zeros({n * total}, image_in.options().dtype(at::kFloat));
   std::vector<int64_t> addresses;
   for (const auto& t : plan) addresses.push_back(reinterpret_cast<int64_t>(t.data_ptr<float>()));
-  run.pointers = at::tensor(addresses, at::kLong).to(run.image.device());
+  run.pointers = at::tensor(addresses, at::kLong).to(image_in.device());
   if (cond) {
     // (layers, N, Hc, Wc, K) -> (N, layers, Hc, Wc, K): each image's terms contiguous.
     TORCH_CHECK(cond->dim() == 5 && cond->size(1) == n && cond->scalar_type() == at::kFloat,
@@ -85,18 +114,6 @@ inline Launch prepare(const std::string& model, at::TensorList plan, const std::
     run.cond_per_image = run.cond.numel() / n;
   }
   return run;
-}
-
-// The canvas of image b.
-inline Canvas canvas_of(Launch& run, int64_t b) {
-  const int64_t C = run.image.size(1), H = run.image.size(2), W = run.image.size(3);
-  const int64_t L = run.gated ? run.gated_dims.L : run.pixelcnn.L;
-  const int64_t plane = C * H * W;
-  return Canvas{run.image.data_ptr<int64_t>() + b * plane,
-                run.known.data_ptr<bool>() + b * plane,
-                run.noise.data_ptr<double>() + b * plane,
-                run.logits.numel() ? run.logits.data_ptr<float>() + b * L * plane : nullptr,
-                nullptr, C, H, W, L, run.pad, static_cast<float>(2.0 / static_cast<double>(L - 1))};
 }
 
 }  // namespace block_sampler

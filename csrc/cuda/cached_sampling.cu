@@ -52,9 +52,9 @@ std::tuple<at::Tensor, at::Tensor> block_sample_cuda(const std::string& model, a
                                                      bool return_logits) {
   const c10::cuda::CUDAGuard guard(image.device());
   Launch run = prepare(model, plan, cond, image, known, noise, levels, return_logits);
-  if (run.n() == 0) return {run.image, run.logits};
-  Canvas canvas = canvas_of(run, 0);
-  const int64_t plane = run.image.size(1) * run.image.size(2) * run.image.size(3);
+  if (run.n() == 0) return {run.out.image, run.out.logits};
+  Canvas canvas = run.canvas(0);
+  const int64_t plane = run.out.image[0].numel();
   const auto* table = reinterpret_cast<const float* const*>(run.pointers.data_ptr<int64_t>());
   const float* cond_ptr = run.cond.defined() ? run.cond.data_ptr<float>() : nullptr;
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -70,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor> block_sample_cuda(const std::string& model, a
                                                                  run.workspace_per_image);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {run.image, run.logits};
+  return {run.out.image, run.out.logits};
 }
 
 }  // namespace
