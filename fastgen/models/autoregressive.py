@@ -7,6 +7,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
+from fastgen.nn import MaskedConv2d
 from fastgen.ops import categorical_nll
 from fastgen.sampling import draw_noise, naive_sample, partial_image
 
@@ -70,8 +71,9 @@ class AutoregressiveImageModel(nn.Module):
 
     # -- what a subclass provides ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """The constructor arguments: ``type(model)(**model.config())`` rebuilds the model."""
-        raise NotImplementedError
+        """The constructor arguments (a subclass stores them as ``self._config``):
+        ``type(model)(**model.config())`` rebuilds the model."""
+        return dict(self._config)
 
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -83,6 +85,24 @@ class AutoregressiveImageModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no cached sampler; use sample(cache=False)")
 
     # -- shared --------------------------------------------------------------------------------
+    def layer_conditions(self, n_layers: int, width: int) -> nn.ModuleList | None:
+        """One ``ConditionEmbedding`` of ``width`` per layer, or None for an unconditional model."""
+        if self.n_classes is None and self.cond_channels is None:
+            return None
+        return nn.ModuleList(ConditionEmbedding(self.n_classes, self.cond_channels, width) for _ in range(n_layers))
+
+    def output_head(self, in_width: int, width: int) -> nn.Sequential:
+        """ReLU, 1x1 mask-B to ``width``, ReLU, 1x1 mask-B to the C x L logits."""
+        groups = self.color_groups
+        return nn.Sequential(
+            nn.ReLU(), MaskedConv2d(in_width, width, 1, "B", groups),
+            nn.ReLU(), MaskedConv2d(width, self.in_channels * self.levels, 1, "B", groups),
+        )
+
+    def head_plan(self) -> list[torch.Tensor]:
+        """The output head's part of a sampling plan: (head1_w, head1_b, head2_w, head2_b)."""
+        return [t for conv in (self.head[1], self.head[3]) for t in (conv.masked_weight().flatten(1), conv.bias)]
+
     def cond_terms(self, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor | None:
         """Every layer's conditioning term stacked channels-last: (layers, N, Hc, Wc, K), with
         (Hc, Wc) = (1, 1) for class labels only, or None for an unconditional model."""

@@ -2,11 +2,9 @@
 blind spot, tanh * sigmoid gates, residual and skip connections, class and spatial conditioning."""
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
-from fastgen.models.autoregressive import AutoregressiveImageModel, ConditionEmbedding, check_hidden
+from fastgen.models.autoregressive import AutoregressiveImageModel, check_hidden
 from fastgen.nn import HorizontalStackConv2d, MaskedConv2d, VerticalStackConv2d
 from fastgen.ops import gated_activation, gated_pixelcnn_sample
 
@@ -75,17 +73,9 @@ class GatedPixelCNN(AutoregressiveImageModel):
                        first=i == 0, dropout=dropout)
             for i in range(n_layers)
         )
-        conditional = n_classes is not None or cond_channels is not None
         # One term per layer for both stacks: (N, 4C) or (N, 4C, H, W), split in two.
-        self.cond = nn.ModuleList(ConditionEmbedding(n_classes, cond_channels, 4 * hidden_channels)
-                                  for _ in range(n_layers)) if conditional else None
-        self.head = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(skip_channels, skip_channels, 1, "B", groups),
-            nn.ReLU(), MaskedConv2d(skip_channels, in_channels * levels, 1, "B", groups),
-        )
-
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
+        self.cond = self.layer_conditions(n_layers, 4 * hidden_channels)
+        self.head = self.output_head(skip_channels, skip_channels)
 
     def logits(self, x, labels, cond_map):
         v = h = self.encode(x)
@@ -105,6 +95,5 @@ class GatedPixelCNN(AutoregressiveImageModel):
                         layer.h_conv.masked_weight()[:, :, 0], layer.h_conv.bias,
                         layer.h_out.masked_weight().flatten(1), layer.h_out.bias,
                         layer.skip.masked_weight().flatten(1), layer.skip.bias]
-        for conv in (self.head[1], self.head[3]):
-            weights += [conv.masked_weight().flatten(1), conv.bias]
+        weights += self.head_plan()
         return gated_pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)

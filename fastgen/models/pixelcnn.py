@@ -1,13 +1,11 @@
 """PixelCNN (van den Oord et al., 2016): a 7x7 mask-A convolution, residual mask-B blocks, a 1x1 head."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models.autoregressive import AutoregressiveImageModel, ConditionEmbedding, check_hidden
+from fastgen.models.autoregressive import AutoregressiveImageModel, check_hidden
 from fastgen.nn import MaskedConv2d
 from fastgen.ops import pixelcnn_sample
 
@@ -56,16 +54,8 @@ class PixelCNN(AutoregressiveImageModel):
                             head_channels=head_channels, n_classes=n_classes, cond_channels=cond_channels)
         self.input = MaskedConv2d(in_channels, hidden_channels, 7, "A", groups)
         self.blocks = nn.ModuleList(ResidualMaskedBlock(hidden_channels, kernel_size, groups) for _ in range(n_layers))
-        conditional = n_classes is not None or cond_channels is not None
-        self.cond = nn.ModuleList(ConditionEmbedding(n_classes, cond_channels, hidden_channels // 2)
-                                  for _ in range(n_layers)) if conditional else None
-        self.head = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(hidden_channels, head_channels, 1, "B", groups),
-            nn.ReLU(), MaskedConv2d(head_channels, in_channels * levels, 1, "B", groups),
-        )
-
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
+        self.cond = self.layer_conditions(n_layers, hidden_channels // 2)
+        self.head = self.output_head(hidden_channels, head_channels)
 
     def logits(self, x, labels, cond_map):
         h = self.input(self.encode(x))
@@ -81,5 +71,5 @@ class PixelCNN(AutoregressiveImageModel):
         weights = plan(self.input, matrix=False)
         for block in self.blocks:
             weights += plan(block.reduce) + plan(block.conv, matrix=False) + plan(block.expand)
-        weights += plan(self.head[1]) + plan(self.head[3])
+        weights += self.head_plan()
         return pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)
