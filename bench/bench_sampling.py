@@ -25,6 +25,7 @@ import torch
 
 import fastgen
 from bench.harness import append_rows, device_name, git_commit
+from bench.table import latest_run
 from fastgen.models import GatedPixelCNN, PixelCNN
 from fastgen.sampling import draw_noise, naive_sample
 
@@ -118,16 +119,6 @@ def table(rows: list[dict]) -> str:
     return header + "\n\n" + "\n".join(lines)
 
 
-def latest_run(path: str) -> list[dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return []
-    last = rows[-1]
-    return [r for r in rows if r["commit"] == last["commit"] and r["device"] == last["device"] and
-            r["date"][:10] == last["date"][:10]]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_sampling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
     out = args.out or os.path.join(RESULTS_DIR, f"{slug}.csv")
     if args.markdown:
-        print(table(latest_run(out)))
+        rows = []
+        if os.path.exists(out):
+            with open(out, newline="") as f:
+                rows = list(csv.DictReader(f))
+        if not rows:
+            parser.error(f"--markdown: no sampling results in {out}")
+        print(table(latest_run(rows)))
         return 0
     if min(args.batch) < 1 or args.naive_rows < 1 or args.repeats < 1:
         parser.error("--batch, --naive-rows and --repeats must be positive")

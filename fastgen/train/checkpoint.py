@@ -146,13 +146,15 @@ class Checkpoint:
 
 
 def _read_weights(file: str) -> dict[str, torch.Tensor]:
+    """The weights of a safetensors file, without DDP's ``module.`` prefixes."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        return load_file(file)
+        weights = load_file(file)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{file}: not readable safetensors weights ({e})") from None
+    return {k.removeprefix("module."): v for k, v in weights.items()}
 
 
 def load_checkpoint(path: str) -> Checkpoint:
@@ -189,7 +191,7 @@ def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema:
     try:
         model = cls(**checkpoint.config["model_config"])
         weights = checkpoint.ema_weights if ema and checkpoint.ema_weights is not None else checkpoint.weights
-        model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
+        model.load_state_dict(weights)
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise ValueError(f"{checkpoint.path}: the weights do not fit a {model_type} of its config ({e})") from None
     return model.to(device)

@@ -143,7 +143,7 @@ class Trainer:
         if meta["model_type"] != type(self.model).__name__:
             raise ValueError(f"{checkpoint.path}: holds a {meta['model_type']}, not a {type(self.model).__name__}")
         training = checkpoint.training_state()
-        self.model.load_state_dict({k.removeprefix("module."): v for k, v in checkpoint.weights.items()})
+        self.model.load_state_dict(checkpoint.weights)
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
                                      else self.model.state_dict())
