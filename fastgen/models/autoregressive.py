@@ -9,6 +9,7 @@ from torch import nn
 
 from fastgen.nn import MaskedConv2d
 from fastgen.ops import categorical_nll
+from fastgen.reference.cached_sampling import encode_levels
 from fastgen.sampling import draw_noise, naive_sample, partial_image
 
 # A class label tensor (N,), a spatial map (N, cond_channels, H, W), or both as a pair.
@@ -124,8 +125,7 @@ class AutoregressiveImageModel(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Levels 0..L-1 to network inputs in [-1, 1]."""
-        dtype = next(self.parameters()).dtype
-        return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
+        return encode_levels(x, self.levels, next(self.parameters()).dtype)
 
     def check_images(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Validate integer images (N, C, H, W) in [0, levels); returns them as int64."""

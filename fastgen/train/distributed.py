@@ -14,12 +14,11 @@ def init_from_env(device: str = "cpu") -> tuple[int, int, torch.device]:
     (0, 1, device) in a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0, 1, torch.device(device)
-    if device.startswith("cuda"):
+    rank, world = rank_and_world()
+    if world > 1 and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), torch.device(device)
+    return rank, world, torch.device(device)
 
 
 def rank_and_world() -> tuple[int, int]:
