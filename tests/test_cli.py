@@ -125,7 +125,7 @@ def test_two_processes_under_torchrun_match_one(tmp_path):
     assert two.returncode == 0, two.stderr
     assert "2 processes" in two.stdout and two.stdout.count("done: epoch 1") == 1  # rank 0 speaks
     a, b = params(fastgen.load(str(tmp_path / "one" / "last"))), params(fastgen.load(str(tmp_path / "two" / "last")))
-    # 20 Adam steps that differ only in the order of floating-point sums (measured: 3e-8).
+    # 20 Adam steps that differ only in the order of floating-point sums (measured: 4.5e-8).
     torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
     assert not (tmp_path / "two" / "last.old").exists()
 
