@@ -16,7 +16,7 @@ import torch
 
 from bench.harness import MODES, PROVIDERS, append_rows, device_name, measure, ratio_table
 
-OPS = ("masked_conv2d", "gated_activation", "categorical_nll")
+OPS = ("masked_conv2d", "gated_activation", "categorical_nll", "vae_nelbo", "gan_loss", "gradient_penalty")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

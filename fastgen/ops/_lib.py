@@ -42,3 +42,30 @@ lib.define("gated_pixelcnn_sample" + _SAMPLE_ARGS)
 # few threads per image and real barriers, so that tests can check it without a GPU.
 lib.define("block_sample(str model, Tensor[] plan, Tensor? cond, Tensor image, Tensor known, Tensor noise, "
            "int levels, bool return_logits) -> (Tensor, Tensor)")
+
+# reparameterize: z = mu + exp(logvar / 2) * eps (all one shape). The backward returns
+# (grad_logvar, grad_eps); grad_mu is the incoming gradient itself.
+lib.define("reparameterize(Tensor mu, Tensor logvar, Tensor eps) -> Tensor")
+lib.define("reparameterize_backward(Tensor grad, Tensor logvar, Tensor eps, bool[2] output_mask) -> (Tensor, Tensor)")
+
+# vae_nelbo: per-example negative ELBO (N,) and its two parts, recon_nll (N,) and kl (N,), which are
+# not differentiable outputs; likelihood is "bernoulli", "categorical", "gaussian" or "logistic";
+# levels is read by "logistic" only. See fastgen/reference/vae_nelbo.py for the layouts. With
+# keep_grad the fourth output is d recon_nll[n] / d recon (recon's shape; else empty), computed in
+# the same pass; the backward then only scales it (recon_grad).
+lib.define("vae_nelbo(Tensor recon, Tensor x, Tensor mu, Tensor logvar, str likelihood, float beta, int levels, "
+           "bool keep_grad) -> (Tensor, Tensor, Tensor, Tensor)")
+lib.define("vae_nelbo_backward(Tensor grad, Tensor recon, Tensor x, Tensor mu, Tensor logvar, Tensor? recon_grad, "
+           "str likelihood, float beta, int levels, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
+
+# gan_loss: the scalar loss of the discriminator or (generator=True) the generator; kind is
+# "minimax", "non_saturating", "lsgan", "hinge" or "wasserstein"; d_real may be None for the
+# generator. The backward returns (grad_real, grad_fake), grad_real empty when d_real is None.
+lib.define("gan_loss(Tensor? d_real, Tensor d_fake, str kind, bool generator) -> Tensor")
+lib.define("gan_loss_backward(Tensor grad, Tensor? d_real, Tensor d_fake, str kind, bool generator) "
+           "-> (Tensor, Tensor)")
+
+# gradient_penalty: weight * mean_n (||grad_n|| - 1)^2 over the non-batch dimensions of grad (N, ...);
+# returns the penalty (a scalar) and the norms (N,), which the backward reuses.
+lib.define("gradient_penalty(Tensor grad, float weight) -> (Tensor, Tensor)")
+lib.define("gradient_penalty_backward(Tensor grad_out, Tensor grad, Tensor norms, float weight) -> Tensor")

@@ -1,0 +1,90 @@
+// Reparameterisation z = mu + exp(logvar / 2) * eps on the CPU, one element-wise pass each way.
+// Backward: grad_logvar = g * exp(logvar / 2) * eps / 2, grad_eps = g * exp(logvar / 2).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <array>
+#include <tuple>
+
+#include "fast_math.h"
+
+namespace fastgen {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;
+
+void check_args(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name) {
+  TORCH_CHECK(a.sizes() == b.sizes(), op, ": ", b_name, " must have ", a_name, "'s shape ", a.sizes(), ", got ",
+              b.sizes());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", b_name, " must have ", a_name, "'s dtype");
+}
+
+template <typename scalar_t, typename acc_t>
+FASTGEN_CLONES void forward_span(const scalar_t* mu, const scalar_t* lv, const scalar_t* eps, scalar_t* z, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i)
+    z[i] = static_cast<scalar_t>(static_cast<acc_t>(mu[i]) +
+                                 exp_fast(acc_t(0.5) * static_cast<acc_t>(lv[i])) * static_cast<acc_t>(eps[i]));
+}
+
+template <typename scalar_t, typename acc_t>
+FASTGEN_CLONES void backward_span(const scalar_t* g, const scalar_t* lv, const scalar_t* eps, scalar_t* g_lv,
+                                  scalar_t* g_eps, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t scaled = static_cast<acc_t>(g[i]) * exp_fast(acc_t(0.5) * static_cast<acc_t>(lv[i]));
+    if (g_lv) g_lv[i] = static_cast<scalar_t>(acc_t(0.5) * scaled * static_cast<acc_t>(eps[i]));
+    if (g_eps) g_eps[i] = static_cast<scalar_t>(scaled);
+  }
+}
+
+at::Tensor reparameterize_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_in, const at::Tensor& eps_in) {
+  check_args("reparameterize", mu_in, "mu", logvar_in, "logvar");
+  check_args("reparameterize", mu_in, "mu", eps_in, "eps");
+  const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous(), eps = eps_in.contiguous();
+  auto z = at::empty_like(mu);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, mu.scalar_type(), "reparameterize_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t *mp = mu.const_data_ptr<scalar_t>(), *lp = logvar.const_data_ptr<scalar_t>(),
+                   *ep = eps.const_data_ptr<scalar_t>();
+    scalar_t* zp = z.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, mu.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      forward_span<scalar_t, acc_t>(mp + begin, lp + begin, ep + begin, zp + begin, end - begin);
+    });
+  });
+  return z;
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor& grad_in, const at::Tensor& logvar_in,
+                                                               const at::Tensor& eps_in,
+                                                               std::array<bool, 2> output_mask) {
+  check_args("reparameterize_backward", logvar_in, "logvar", grad_in, "grad");
+  check_args("reparameterize_backward", logvar_in, "logvar", eps_in, "eps");
+  const at::Tensor grad = grad_in.contiguous(), logvar = logvar_in.contiguous(), eps = eps_in.contiguous();
+  auto grad_logvar = output_mask[0] ? at::empty_like(logvar) : logvar.new_empty({0});
+  auto grad_eps = output_mask[1] ? at::empty_like(eps) : eps.new_empty({0});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad.scalar_type(), "reparameterize_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t *gp = grad.const_data_ptr<scalar_t>(), *lp = logvar.const_data_ptr<scalar_t>(),
+                   *ep = eps.const_data_ptr<scalar_t>();
+    scalar_t* glp = output_mask[0] ? grad_logvar.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gep = output_mask[1] ? grad_eps.mutable_data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, grad.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      backward_span<scalar_t, acc_t>(gp + begin, lp + begin, ep + begin, glp ? glp + begin : nullptr,
+                                     gep ? gep + begin : nullptr, end - begin);
+    });
+  });
+  return {grad_logvar, grad_eps};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("reparameterize", &reparameterize_cpu);
+  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+}
+
+}  // namespace fastgen

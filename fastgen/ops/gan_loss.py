@@ -1,0 +1,108 @@
+"""``fastgen.ops.gan_loss``: the discriminator or generator loss of a GAN from the discriminator's
+outputs, forward in one pass and backward in one more.
+
+At the sizes GANs train at (thousands of logits) the eager loss is a handful of tiny ops whose
+cost is per-op overhead, in the forward and again in the autograd graph. The fused op is one
+kernel each way; where fastgen._C is built its autograd node is C++ too (registered for the
+Autograd key there), so a call costs one dispatch rather than a Python autograd.Function.
+"""
+from __future__ import annotations
+
+import torch
+
+from fastgen.ops._checks import check_same, register_autocast
+from fastgen.ops._dispatch import reference_forced, register_implementations
+from fastgen.reference.gan_loss import KINDS, TARGETS, gan_loss_reference
+
+_ops = torch.ops.fastgen
+_TRITON = "fastgen.kernels.gan_loss"
+
+
+def _reference_forward(d_real, d_fake, kind, generator):
+    return gan_loss_reference(d_real, d_fake, kind=kind, target=TARGETS[generator])
+
+
+def _reference_backward(grad, d_real, d_fake, kind, generator):
+    with torch.enable_grad():
+        fake = d_fake.detach().requires_grad_(True)
+        real = d_real.detach().requires_grad_(True) if d_real is not None and not generator else None
+        loss = gan_loss_reference(real, fake, kind=kind, target=TARGETS[generator])
+        grads = torch.autograd.grad(loss, [t for t in (real, fake) if t is not None], grad)
+    grad_real = grads[0] if real is not None else d_fake.new_empty(0)
+    return grad_real.contiguous(), grads[-1].contiguous()
+
+
+register_implementations("gan_loss", _reference_forward, (_TRITON, "gan_loss_triton"))
+register_implementations("gan_loss_backward", _reference_backward, (_TRITON, "gan_loss_backward_triton"))
+
+
+@torch.library.register_fake("fastgen::gan_loss")
+def _(d_real, d_fake, kind, generator):
+    return d_fake.new_empty(())
+
+
+@torch.library.register_fake("fastgen::gan_loss_backward")
+def _(grad, d_real, d_fake, kind, generator):
+    real = torch.empty_like(d_real, memory_format=torch.contiguous_format) if d_real is not None and not generator \
+        else d_fake.new_empty(0)
+    return real, torch.empty_like(d_fake, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    d_real, d_fake, kind, generator = inputs
+    ctx.save_for_backward(d_real, d_fake)
+    ctx.args = (kind, generator)
+
+
+def _backward(ctx, grad):
+    d_real, d_fake = ctx.saved_tensors
+    grad_real, grad_fake = _ops.gan_loss_backward(grad, d_real, d_fake, *ctx.args)
+    need_real = ctx.needs_input_grad[0] and grad_real.numel() > 0
+    return (grad_real if need_real else None), (grad_fake if ctx.needs_input_grad[1] else None), None, None
+
+
+# The C++ extension registers a C++ autograd node for the Autograd key; without it, this one.
+if not torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::gan_loss", "Autograd"):
+    torch.library.register_autograd("fastgen::gan_loss", _backward, setup_context=_setup_context)
+register_autocast("gan_loss", torch.float32)
+
+
+def _check_logits(name: str, t: object) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of discriminator outputs, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} must hold at least one discriminator output, got shape {tuple(t.shape)}")
+    return t
+
+
+def gan_loss(d_real: torch.Tensor | None, d_fake: torch.Tensor, *, kind: str,
+             target: str = "discriminator") -> torch.Tensor:
+    """The mean GAN loss of the discriminator or the generator (table in ``fastgen.reference.gan_loss``).
+
+    Args:
+        d_real: discriminator logits (critic scores) on real images, any shape; may be None when
+            ``target="generator"`` (no generator loss reads it).
+        d_fake: the same on generated images.
+        kind: ``"minimax"``, ``"non_saturating"``, ``"lsgan"``, ``"hinge"`` or ``"wasserstein"``.
+        target: ``"discriminator"`` or ``"generator"``.
+
+    Returns:
+        A scalar tensor.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    generator = target == "generator"
+    _check_logits("d_fake", d_fake)
+    if generator:
+        d_real = None
+    elif d_real is None:
+        raise ValueError(f"d_real is required for the discriminator loss ({kind})")
+    else:
+        check_same("d_fake", d_fake, d_real=_check_logits("d_real", d_real))
+    if reference_forced():
+        return gan_loss_reference(d_real, d_fake, kind=kind, target=target)
+    return _ops.gan_loss(d_real, d_fake, kind, generator)
