@@ -1,4 +1,7 @@
-"""The ``fastgen train``, ``fastgen sample`` and ``fastgen eval`` commands (parsed in fastgen/cli.py)."""
+"""The ``fastgen train``, ``fastgen sample`` and ``fastgen eval`` commands (parsed in fastgen/cli.py).
+
+``train`` covers every model: PixelCNN and Gated PixelCNN and the VAE with the likelihood trainer
+(``fastgen.train.Trainer``), DCGAN and the MLP GAN with ``fastgen.train.GANTrainer``."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +11,8 @@ import os
 import numpy as np
 import torch
 
-MODELS = ("pixelcnn", "gated-pixelcnn")
+MODELS = ("pixelcnn", "gated-pixelcnn", "vae", "dcgan", "mlp-gan")
+GANS = ("dcgan", "mlp-gan")
 
 
 def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
@@ -31,17 +35,49 @@ def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
 
 
 def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
-    from fastgen.models import GatedPixelCNN, PixelCNN
+    from fastgen.models import DCGAN, MLPGAN, VAE, GatedPixelCNN, PixelCNN
 
     channels, height, width = train.shape
-    common = dict(in_channels=channels, levels=train.levels, image_size=(height, width),
-                  hidden_channels=args.hidden, n_layers=args.layers,
-                  n_classes=train.n_classes if args.conditional else None)
     if args.conditional and train.labels is None:
         raise SystemExit(f"fastgen train: --conditional needs labels, and {train.name} has none")
+    n_classes = train.n_classes if args.conditional else None
+    if name == "vae":
+        return VAE(channels, train.levels, (height, width), latent_dim=args.latent_dim, likelihood=args.likelihood,
+                   arch=args.arch, hidden=args.hidden * 4, channels=args.hidden // 2, n_classes=n_classes,
+                   beta=args.beta)
+    if name in GANS:
+        if height != width:
+            raise SystemExit(f"fastgen train: {name} needs square images, {train.name} has {height}x{width}")
+        common = dict(latent_dim=args.latent_dim, n_classes=n_classes, loss=args.loss)
+        if name == "dcgan":
+            return DCGAN(channels, train.levels, height, width=args.hidden // 2, norm=args.norm, **common)
+        return MLPGAN(channels, train.levels, height, hidden=args.hidden * 4, **common)
+    common = dict(in_channels=channels, levels=train.levels, image_size=(height, width),
+                  hidden_channels=args.hidden, n_layers=args.layers, n_classes=n_classes)
     if name == "pixelcnn":
         return PixelCNN(**common, kernel_size=args.kernel_size or 3)
     return GatedPixelCNN(**common, kernel_size=args.kernel_size or 5, dropout=args.dropout)
+
+
+def train_gan(args: argparse.Namespace, model, train_data, out: str, device: torch.device) -> int:
+    from fastgen.train import GANTrainConfig, GANTrainer
+
+    wasserstein = args.loss == "wasserstein"
+    lr = args.lr or (1e-4 if wasserstein else 2e-4)
+    config = GANTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_generator=lr, lr_discriminator=lr,
+                            betas=(0.0, 0.9) if wasserstein else (0.5, 0.999), n_critic=args.n_critic,
+                            gp_weight=args.gp_weight, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                            grid_samples=args.grid_samples, progress=not args.quiet)
+    trainer = GANTrainer(model, train_data, out, config, device=device)
+    print(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
+          f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
+          f"{args.loss} loss; writing to {out}")
+    history = trainer.fit(resume=args.resume)
+    if history.d_loss:
+        print(f"done: epoch {trainer.epoch}, discriminator {history.d_loss[-1]:.4f}, "
+              f"generator {history.g_loss[-1]:.4f}")
+    print(f"checkpoint: {os.path.abspath(trainer.last_path)}")
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:
@@ -54,7 +90,11 @@ def train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", args.model)
     torch.manual_seed(args.seed)
     model = build_model(args.model, train_data, args)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+    if args.model in GANS:
+        if world > 1:
+            raise SystemExit(f"fastgen train: {args.model} trains in one process (not under torchrun)")
+        return train_gan(args, model, train_data, out, device)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-3, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          grid_samples=args.grid_samples, ema_decay=args.ema, amp=args.amp, progress=not args.quiet)
     trainer = Trainer(model, train_data, val_data, out, config, device=device)
@@ -103,7 +143,11 @@ def sample(args: argparse.Namespace) -> int:
 
     rank, world, device = init_from_env(args.device)
     model = fastgen.load(args.checkpoint, device, ema=not args.no_ema).eval()
-    if model.cond_channels is not None:
+    latent_model = isinstance(model, (fastgen.models.VAE, fastgen.models.GAN))
+    if latent_model and (args.partial or args.naive):
+        raise SystemExit(f"fastgen sample: --partial and --naive are for autoregressive models, not a "
+                         f"{type(model).__name__}")
+    if getattr(model, "cond_channels", None) is not None:
         raise SystemExit("fastgen sample: this model needs a spatial conditioning map; sample it from Python")
     labels = None
     if model.n_classes is not None:
@@ -117,7 +161,11 @@ def sample(args: argparse.Namespace) -> int:
     noise = draw_noise(args.n, (model.in_channels, *model.image_size), generator=torch.Generator().manual_seed(args.seed))
     mine = shard(torch.arange(args.n), rank, world)
     images = torch.empty(0, model.in_channels, *model.image_size, dtype=torch.long)
-    if len(mine):  # with fewer images than processes, some have none
+    if latent_model:  # one process draws them all: latent models sample in one batch
+        if rank == 0:
+            images = model.sample(args.n, labels.to(device) if labels is not None else None,
+                                  generator=torch.Generator(device).manual_seed(args.seed)).cpu()
+    elif len(mine):  # with fewer images than processes, some have none
         images = model.sample(len(mine), labels[mine].to(device) if labels is not None else None,
                               partial=(partial[0][mine], partial[1]) if partial else None,
                               noise=noise[mine].to(device), cache=not args.naive).cpu()
@@ -138,13 +186,32 @@ def evaluate(args: argparse.Namespace) -> int:
     from fastgen.train.evaluate import bits_per_dim_on
 
     model = fastgen.load(args.checkpoint, args.device, ema=not args.no_ema)
+    if isinstance(model, fastgen.models.GAN):
+        raise SystemExit("fastgen eval: a GAN has no likelihood to evaluate")
     data = load(args.data, args.split)
     if data.levels != model.levels:
         data = data.quantize(model.levels)
     bpd = bits_per_dim_on(model, data, batch_size=args.batch_size, device=args.device)
-    print(f"{args.data} ({args.split}, {len(data)} images): {bpd:.4f} bits/dim, "
+    bound = " (negative ELBO, an upper bound)" if isinstance(model, fastgen.models.VAE) else ""
+    print(f"{args.data} ({args.split}, {len(data)} images): {bpd:.4f} bits/dim{bound}, "
           f"{bpd * math.log(2.0) * model.dims:.2f} nats per image")
+    if isinstance(model, fastgen.models.VAE) and model.variational and args.k:
+        nats = _importance_weighted_nll(model, data, args)
+        print(f"  importance-weighted estimate, k={args.k}: {nats / (math.log(2.0) * model.dims):.4f} bits/dim, "
+              f"{nats:.2f} nats per image")
     return 0
+
+
+@torch.no_grad()
+def _importance_weighted_nll(model, data, args: argparse.Namespace) -> float:
+    """Mean -log p(x) of a VAE over ``data`` by importance weighting with args.k samples."""
+    model.eval()
+    total, generator = 0.0, torch.Generator(args.device).manual_seed(0)
+    for index in torch.arange(len(data)).split(max(1, args.batch_size // 4)):
+        x = data.images[index].to(args.device, torch.long)
+        labels = data.labels[index].to(args.device) if model.n_classes is not None else None
+        total -= model.log_likelihood(x, labels, k=args.k, generator=generator).nats.sum().item()
+    return total / len(data)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -157,13 +224,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--val-fraction", type=float, default=0.05,
                    help="training images held out for validation (the digits have their own split)")
     t.add_argument("--conditional", action="store_true", help="condition on the data set's class labels")
-    t.add_argument("--hidden", type=int, default=64, help="hidden channels (default 64)")
+    t.add_argument("--hidden", type=int, default=64,
+                   help="hidden channels (default 64); vae and mlp-gan layers are 4x wider, dcgan's first is 1/2")
     t.add_argument("--layers", type=int, default=6, help="layers / residual blocks (default 6)")
     t.add_argument("--kernel-size", type=int, default=None, help="default 5 (gated-pixelcnn), 3 (pixelcnn)")
     t.add_argument("--dropout", type=float, default=0.0, help="gated-pixelcnn only")
+    t.add_argument("--latent-dim", type=int, default=16, help="vae, dcgan, mlp-gan: latent size (default 16)")
+    t.add_argument("--likelihood", default="categorical", choices=("bernoulli", "categorical", "gaussian", "logistic"),
+                   help="vae: p(x|z) (default categorical)")
+    t.add_argument("--arch", default="conv", choices=("mlp", "conv"), help="vae: encoder/decoder (default conv)")
+    t.add_argument("--beta", type=float, default=1.0, help="vae: KL weight (default 1)")
+    t.add_argument("--loss", default="non_saturating",
+                   choices=("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"),
+                   help="dcgan, mlp-gan: the GAN loss (default non_saturating)")
+    t.add_argument("--n-critic", type=int, default=1, help="dcgan, mlp-gan: discriminator steps per generator step")
+    t.add_argument("--gp-weight", type=float, default=None, help="dcgan, mlp-gan: WGAN-GP penalty weight (e.g. 10)")
+    t.add_argument("--norm", default="batch", choices=("batch", "layer", "none"),
+                   help="dcgan: discriminator normalisation (WGAN-GP: layer or none)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 1e-3; GANs 2e-4, Wasserstein 1e-4)")
     t.add_argument("--lr-decay", type=float, default=1.0, help="learning rate factor per epoch")
     t.add_argument("--grad-clip", type=float, default=1.0)
     t.add_argument("--ema", type=float, default=None, metavar="DECAY",
@@ -198,6 +279,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, help="as for train")
     e.add_argument("--split", default="test", help="train | val (digits) | test (default test)")
     e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--k", type=int, default=100,
+                   help="vae: samples of the importance-weighted likelihood estimate (0: skip; default 100)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     e.set_defaults(run=lambda args, extra: evaluate(args))

@@ -1,7 +1,7 @@
 """The benchmark harness at tiny sizes, so it cannot rot. Figures come from `make bench`, not here."""
 import csv
 
-from bench.__main__ import main
+from bench.__main__ import OPS, main
 from bench.harness import COLUMNS
 from bench.table import main as table_main
 
@@ -11,7 +11,7 @@ def test_harness_runs_every_op_and_provider(tmp_path, capsys):
     assert main(["--quick", "--repeats", "2", "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert rows and set(rows[0]) == set(COLUMNS)
-    assert {r["op"] for r in rows} == {"masked_conv2d", "gated_activation", "categorical_nll"}
+    assert {r["op"] for r in rows} == set(OPS)
     assert {r["provider"] for r in rows} == {"reference", "compiled", "fastgen"}
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
     assert all(float(r["median_ms"]) > 0 and float(r["p20_ms"]) <= float(r["p80_ms"]) for r in rows)

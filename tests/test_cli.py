@@ -52,6 +52,33 @@ def test_train_sample_eval(tmp_path, capsys):
     assert 0 < bpd < 5 and abs(bpd - best) < 0.5
 
 
+def test_vae_train_sample_eval(tmp_path, capsys):
+    run = str(tmp_path / "vae")
+    assert main(["train", "vae", "--data", "digits", "--epochs", "2", "--conditional", "--likelihood", "logistic",
+                 "--latent-dim", "4", "--hidden", "16", "--grid-samples", "2", "--out", run, "--quiet"]) == 0
+    assert "best validation" in capsys.readouterr().out
+    assert main(["sample", run, "-n", "10", "-o", str(tmp_path / "vae.png")]) == 0
+    assert main(["eval", run, "--data", "digits", "--k", "20"]) == 0
+    out = capsys.readouterr().out
+    elbo_bpd = float(out.split("images): ")[1].split(" bits/dim")[0])
+    iw_bpd = float(out.split("k=20: ")[1].split(" bits/dim")[0])
+    assert "negative ELBO, an upper bound" in out and 0 < iw_bpd <= elbo_bpd
+    with pytest.raises(SystemExit, match="--partial and --naive are for autoregressive models"):
+        main(["sample", run, "--naive", "-o", str(tmp_path / "x.png")])
+
+
+def test_gan_train_sample(tmp_path, capsys):
+    run = str(tmp_path / "gan")
+    assert main(["train", "dcgan", "--data", "digits", "--epochs", "1", "--conditional", "--loss", "hinge",
+                 "--latent-dim", "8", "--hidden", "16", "--grid-samples", "2", "--out", run, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "hinge loss" in out and "discriminator" in out
+    assert {"last", "metrics.jsonl", "samples"} <= set(os.listdir(run))
+    assert main(["sample", run, "-n", "6", "--class", "3", "-o", str(tmp_path / "gan.png")]) == 0
+    with pytest.raises(SystemExit, match="a GAN has no likelihood"):
+        main(["eval", run, "--data", "digits"])
+
+
 def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):
     run = str(tmp_path / "run")
     main(["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--conditional", "--grid-samples", "0",

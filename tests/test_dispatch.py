@@ -13,7 +13,9 @@ import fastgen
 from fastgen.ops import implementations
 
 OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward", "categorical_nll",
-       "categorical_nll_backward", "pixelcnn_sample", "gated_pixelcnn_sample", "block_sample"}
+       "categorical_nll_backward", "pixelcnn_sample", "gated_pixelcnn_sample", "block_sample", "reparameterize",
+       "reparameterize_backward", "vae_nelbo", "vae_nelbo_backward", "gan_loss", "gan_loss_backward",
+       "gradient_penalty", "gradient_penalty_backward"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -1,6 +1,9 @@
 """Generative image models."""
 from fastgen.models.autoregressive import AutoregressiveImageModel
+from fastgen.models.gan import DCGAN, GAN, MLPGAN
 from fastgen.models.gated_pixelcnn import GatedPixelCNN
 from fastgen.models.pixelcnn import PixelCNN
+from fastgen.models.vae import VAE, Autoencoder, LikelihoodEstimate
 
-__all__ = ["AutoregressiveImageModel", "GatedPixelCNN", "PixelCNN"]
+__all__ = ["DCGAN", "GAN", "MLPGAN", "AutoregressiveImageModel", "Autoencoder", "GatedPixelCNN", "LikelihoodEstimate",
+           "PixelCNN", "VAE"]

@@ -7,6 +7,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
+from fastgen.models._checks import check_images, check_labels
 from fastgen.nn import MaskedConv2d
 from fastgen.ops import categorical_nll
 from fastgen.reference.cached_sampling import encode_levels
@@ -129,22 +130,7 @@ class AutoregressiveImageModel(nn.Module):
 
     def check_images(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Validate integer images (N, C, H, W) in [0, levels); returns them as int64."""
-        shape = (self.in_channels, *self.image_size)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor (N, {shape[0]}, {shape[1]}, {shape[2]}) of levels, "
-                            f"got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"{name} must be (N, {shape[0]}, {shape[1]}, {shape[2]}) for this model "
-                             f"(in_channels={self.in_channels}, image_size={self.image_size}), got {tuple(x.shape)}")
-        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise ValueError(f"{name} must hold integer levels in [0, {self.levels}), got dtype {x.dtype}; "
-                             "quantise images first (e.g. fastgen.data.ImageDataset.images)")
-        if x.numel() and not torch.compiler.is_compiling():
-            low, high = torch.aminmax(x)
-            if low < 0 or high >= self.levels:
-                raise ValueError(f"{name} values must lie in [0, {self.levels}) (levels={self.levels}), "
-                                 f"got values in [{int(low)}, {int(high)}]")
-        return x.long()
+        return check_images(x, (self.in_channels, *self.image_size), self.levels, name)
 
     def split_cond(self, cond: Cond, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Validate ``cond`` for a batch of n and return (labels or None, cond_map or None)."""
@@ -158,21 +144,9 @@ class AutoregressiveImageModel(nn.Module):
         elif cond is not None:
             raise TypeError(f"cond must be labels (N,), a map (N, C, H, W), a pair of them or None, "
                             f"got {type(cond).__name__}")
-        if self.n_classes is None and labels is not None:
-            raise ValueError("cond has class labels but the model was built without n_classes")
         if self.cond_channels is None and cond_map is not None:
             raise ValueError("cond has a spatial map but the model was built without cond_channels")
-        if self.n_classes is not None:
-            if labels is None:
-                raise ValueError(f"this model is class-conditional (n_classes={self.n_classes}): pass the labels "
-                                 "as cond")
-            if labels.dim() != 1 or labels.shape[0] != n or labels.is_floating_point():
-                raise ValueError(f"cond labels must be an integer tensor of shape ({n},), got "
-                                 f"{labels.dtype} {tuple(labels.shape)}")
-            if n and not torch.compiler.is_compiling() and (labels.min() < 0 or labels.max() >= self.n_classes):
-                raise ValueError(f"cond labels must lie in [0, {self.n_classes}) (n_classes={self.n_classes}), "
-                                 f"got values in [{int(labels.min())}, {int(labels.max())}]")
-            labels = labels.long()
+        labels = check_labels(labels, n, self.n_classes)
         if self.cond_channels is not None:
             want = (n, self.cond_channels, *self.image_size)
             if cond_map is None:

@@ -12,7 +12,7 @@ import torch
 
 from fastgen.ops._checks import check_same, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
-from fastgen.reference.gan_loss import KINDS, TARGETS, gan_loss_reference
+from fastgen.reference.gan_loss import KINDS, TARGETS, gan_loss_backward_reference, gan_loss_reference
 
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.gan_loss"
@@ -23,13 +23,9 @@ def _reference_forward(d_real, d_fake, kind, generator):
 
 
 def _reference_backward(grad, d_real, d_fake, kind, generator):
-    with torch.enable_grad():
-        fake = d_fake.detach().requires_grad_(True)
-        real = d_real.detach().requires_grad_(True) if d_real is not None and not generator else None
-        loss = gan_loss_reference(real, fake, kind=kind, target=TARGETS[generator])
-        grads = torch.autograd.grad(loss, [t for t in (real, fake) if t is not None], grad)
-    grad_real = grads[0] if real is not None else d_fake.new_empty(0)
-    return grad_real.contiguous(), grads[-1].contiguous()
+    grad_real, grad_fake = gan_loss_backward_reference(grad, None if generator else d_real, d_fake, kind=kind,
+                                                       target=TARGETS[generator])
+    return (d_fake.new_empty(0) if grad_real is None else grad_real.contiguous()), grad_fake.contiguous()
 
 
 register_implementations("gan_loss", _reference_forward, (_TRITON, "gan_loss_triton"))

@@ -71,7 +71,7 @@ def gradient_penalty(grad: torch.Tensor, *, weight: float = 10.0) -> torch.Tenso
     Args:
         grad: the critic's gradient with respect to its inputs, (N, ...), usually from
             ``torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)`` (see
-            ``fastgen.gan.wgan_gp_penalty``, which does all of it).
+            ``fastgen.models.GAN.gradient_penalty``, which does all of it).
         weight: lambda, the penalty's weight (10 in the WGAN-GP paper).
 
     Returns:

@@ -8,7 +8,13 @@ import torch
 
 from fastgen.ops._checks import check_same, check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
-from fastgen.reference.vae_nelbo import LIKELIHOODS, gaussian_kl_reference, recon_nll_reference, vae_nelbo_reference
+from fastgen.reference.vae_nelbo import (
+    LIKELIHOODS,
+    gaussian_kl_grad_reference,
+    gaussian_kl_reference,
+    recon_nll_grad_reference,
+    recon_nll_reference,
+)
 
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.vae_nelbo"
@@ -16,29 +22,23 @@ _TRITON = "fastgen.kernels.vae_nelbo"
 _PARAMS = {"bernoulli": None, "gaussian": 2, "logistic": 2}
 
 
+def _per_example(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return grad.view(-1, *([1] * (like.dim() - 1)))
+
+
 def _reference_forward(recon, x, mu, logvar, likelihood, beta, levels, keep_grad):
     nll, kl = recon_nll_reference(recon, x, likelihood, levels), gaussian_kl_reference(mu, logvar)
-    recon_grad = recon.new_empty(0)
-    if keep_grad:
-        with torch.enable_grad():
-            r = recon.detach().requires_grad_(True)
-            (recon_grad,) = torch.autograd.grad(recon_nll_reference(r, x, likelihood, levels).sum(), r)
+    recon_grad = recon_nll_grad_reference(recon, x, likelihood, levels) if keep_grad else recon.new_empty(0)
     return nll + beta * kl, nll, kl, recon_grad
 
 
 def _reference_backward(grad, recon, x, mu, logvar, recon_grad, likelihood, beta, levels, output_mask):
-    if recon_grad is not None and recon_grad.numel():
-        grad_recon = recon_grad * grad.view(-1, *([1] * (recon.dim() - 1)))
-        grads = [grad_recon, *(_reference_backward(grad, recon, x, mu, logvar, None, likelihood, beta, levels,
-                                                   [False, *output_mask[1:]])[1:])]
-        return tuple(g if m else t.new_empty(0) for g, t, m in zip(grads, (recon, mu, logvar), output_mask))
-    with torch.enable_grad():
-        inputs = [t.detach().requires_grad_(True) for t in (recon, mu, logvar)]
-        nelbo = vae_nelbo_reference(inputs[0], x, inputs[1], inputs[2], likelihood=likelihood, beta=beta,
-                                    levels=levels)
-        wanted = [t for t, m in zip(inputs, output_mask) if m]
-        grads = iter(torch.autograd.grad(nelbo, wanted, grad) if wanted else ())
-    return tuple(next(grads).contiguous() if m else t.new_empty(0) for t, m in zip(inputs, output_mask))
+    if recon_grad is None or not recon_grad.numel():
+        recon_grad = recon_nll_grad_reference(recon, x, likelihood, levels)
+    grad_mu, grad_logvar = gaussian_kl_grad_reference(mu, logvar)
+    grads = (recon_grad * _per_example(grad, recon), grad_mu * beta * _per_example(grad, mu),
+             grad_logvar * beta * _per_example(grad, logvar))
+    return tuple(g.contiguous() if m else t.new_empty(0) for g, t, m in zip(grads, (recon, mu, logvar), output_mask))
 
 
 register_implementations("vae_nelbo", _reference_forward, (_TRITON, "vae_nelbo_triton"))

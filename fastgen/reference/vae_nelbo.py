@@ -80,3 +80,47 @@ def vae_nelbo_reference(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, 
                         likelihood: str, beta: float = 1.0, levels: int = 256) -> torch.Tensor:
     """Per-example negative ELBO in nats, (N,)."""
     return recon_nll_reference(recon, x, likelihood, levels) + beta * gaussian_kl_reference(mu, logvar)
+
+
+def recon_nll_grad_reference(recon: torch.Tensor, x: torch.Tensor, likelihood: str, levels: int = 256
+                             ) -> torch.Tensor:
+    """d recon_nll[n] / d recon, written out (the kernels' backward; tested against autograd):
+
+        bernoulli    sigmoid(r) - x
+        categorical  softmax(r) - onehot(x)
+        gaussian     d/dm = -(x - m) e^-2s,  d/ds = 1 - (x - m)^2 e^-2s
+        logistic     with A = sigmoid(-a) (0 in the top bin), B = sigmoid(b) (0 in the bottom bin) and
+                     w = a - b = 2 e^-s / (levels - 1):
+                     d/dm = e^-s (A - B),  d/ds = a A - b B + w / expm1(w) (inner bins only)
+
+    d/ds is zero where the raw log-scale lies outside the clamp [-7, 7].
+    """
+    if likelihood == "bernoulli":
+        return torch.sigmoid(recon) - x.to(recon.dtype)
+    if likelihood == "categorical":
+        return torch.softmax(recon, 1) - F.one_hot(x, recon.shape[1]).movedim(-1, 1).to(recon.dtype)
+    raw = recon[:, 1]
+    inside = (raw >= LOG_SCALE_MIN) & (raw <= LOG_SCALE_MAX)
+    log_scale = raw.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    mean = recon[:, 0]
+    if likelihood == "gaussian":
+        inv_var = torch.exp(-2.0 * log_scale)
+        diff = x - mean
+        return torch.stack([-diff * inv_var, torch.where(inside, 1.0 - diff * diff * inv_var, 0.0)], 1)
+    if likelihood != "logistic":
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    half_bin = 1.0 / (levels - 1)
+    v = x.to(recon.dtype) * (2.0 * half_bin) - 1.0
+    inv = torch.exp(-log_scale)
+    a, b = (v + half_bin - mean) * inv, (v - half_bin - mean) * inv
+    lowest, highest = x == 0, x == levels - 1
+    upper = torch.where(highest, 0.0, torch.sigmoid(-a))
+    lower = torch.where(lowest, 0.0, torch.sigmoid(b))
+    width = 2.0 * half_bin * inv
+    inner = torch.where(lowest | highest, 0.0, width / torch.expm1(width))
+    return torch.stack([inv * (upper - lower), torch.where(inside, a * upper - b * lower + inner, 0.0)], 1)
+
+
+def gaussian_kl_grad_reference(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d kl / d mu, d kl / d logvar) = (mu, (exp(logvar) - 1) / 2)."""
+    return mu, 0.5 * torch.expm1(logvar)

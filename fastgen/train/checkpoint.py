@@ -27,7 +27,8 @@ from fastgen import models
 
 FORMAT, VERSION = "fastgen-checkpoint", 1
 CONFIG, WEIGHTS, EMA_WEIGHTS, TRAINING = "config.json", "model.safetensors", "ema.safetensors", "training.pt"
-MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN)}
+MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN, models.VAE, models.Autoencoder,
+                                               models.DCGAN, models.MLPGAN)}
 
 
 def _umask() -> int:
@@ -177,6 +178,20 @@ def load_checkpoint(path: str) -> Checkpoint:
     ema_file = os.path.join(path, EMA_WEIGHTS)
     ema = _read_weights(ema_file) if os.path.isfile(ema_file) else None
     return Checkpoint(path, config, weights, ema)
+
+
+def resume_state(path: str, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a training checkpoint for ``model``: check that it holds that type of model, load its
+    weights into it and restore the global RNG. Returns (training state, config with the meta data)
+    for the trainer to restore its optimisers and counters from."""
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.config
+    if meta["model_type"] != type(model).__name__:
+        raise ValueError(f"{checkpoint.path}: holds a {meta['model_type']}, not a {type(model).__name__}")
+    training = checkpoint.training_state()
+    model.load_state_dict(checkpoint.weights)
+    torch.set_rng_state(training["rng"])
+    return training, meta | {"ema_weights": checkpoint.ema_weights}
 
 
 def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema: bool = True) -> torch.nn.Module:

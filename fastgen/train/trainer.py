@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from fastgen.data import ImageDataset
-from fastgen.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from fastgen.train.checkpoint import checkpoint_exists, resume_state, save_checkpoint
 from fastgen.train.distributed import LossModule, rank_and_world, shard
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import bits_per_dim_on
@@ -26,6 +26,13 @@ from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 
 LN2 = math.log(2.0)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The index batches of one epoch: a permutation of range(n) drawn from (seed, epoch) alone, so
+    that a resumed run replays the batches it had not reached."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return list(torch.randperm(n, generator=g).split(batch_size))
 
 
 @dataclass
@@ -138,18 +145,12 @@ class Trainer:
 
     def resume(self, path: str | None = None) -> None:
         """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written."""
-        checkpoint = load_checkpoint(path or self.last_path)
-        meta = checkpoint.config
-        if meta["model_type"] != type(self.model).__name__:
-            raise ValueError(f"{checkpoint.path}: holds a {meta['model_type']}, not a {type(self.model).__name__}")
-        training = checkpoint.training_state()
-        self.model.load_state_dict(checkpoint.weights)
+        training, meta = resume_state(path or self.last_path, self.model)
         if self.ema is not None:
-            self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
+            self.ema.load_state_dict(meta["ema_weights"] if meta["ema_weights"] is not None
                                      else self.model.state_dict())
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
-        torch.set_rng_state(training["rng"])
         self.epoch, self.step_in_epoch, self.step = meta["epoch"], meta["step_in_epoch"], meta["step"]
         self.epoch_losses = list(meta["epoch_losses"])
         self.history = History(**meta["history"])
@@ -160,9 +161,7 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_data), generator=g)
-        return list(order.split(self.config.batch_size))
+        return epoch_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch)
 
     def _loss(self, data: ImageDataset, index: torch.Tensor) -> torch.Tensor:
         """The training loss of a global batch: this process's shard, weighted so that the mean
