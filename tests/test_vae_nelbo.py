@@ -211,8 +211,9 @@ class TestBadInput:
         (dict(mu=torch.randn(2, 3, dtype=torch.float64)), ValueError, "mu has dtype torch.float64"),
         (dict(recon=[1.0]), TypeError, "recon must be a torch.Tensor"),
     ])
-    def test_errors_name_the_argument(self, changes, error, match):
-        with pytest.raises(error, match=match):
+    @pytest.mark.parametrize("reference", [False, True], ids=["kernel", "reference"])
+    def test_errors_name_the_argument(self, changes, error, match, reference):
+        with fastgen.use_reference(reference), pytest.raises(error, match=match):
             fastgen.ops.vae_nelbo(**self._args(**changes))
 
     def test_logistic_levels(self):

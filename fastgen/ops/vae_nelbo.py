@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from fastgen.ops._checks import check_same, check_tensor, register_autocast
-from fastgen.ops._dispatch import reference_forced, register_implementations
+from fastgen.ops._dispatch import implementations, reference_forced, register_implementations
 from fastgen.reference.vae_nelbo import (
     LIKELIHOODS,
     gaussian_kl_grad_reference,
@@ -80,11 +80,15 @@ def _backward(ctx, grad, _grad_nll, _grad_kl, _grad_recon_grad):
 # The C++ extension registers a C++ autograd node for the Autograd key; without it, this one.
 if not torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::vae_nelbo", "Autograd"):
     torch.library.register_autograd("fastgen::vae_nelbo", _backward, setup_context=_setup_context)
+# The C++ CPU kernel checks the range of x's values itself (see check_vae_nelbo_args).
+_CPU_KERNEL_CHECKS_VALUES = implementations()["vae_nelbo"]["CPU"].startswith("C++")
 register_autocast("vae_nelbo", torch.float32)
 
 
-def check_vae_nelbo_args(recon, x, mu, logvar, likelihood: str, levels: int) -> None:
-    """Raise a ValueError/TypeError naming the offending argument; used before any kernel runs."""
+def check_vae_nelbo_args(recon, x, mu, logvar, likelihood: str, levels: int, *, values: bool = True) -> None:
+    """Raise a ValueError/TypeError naming the offending argument; used before any kernel runs.
+    ``values=False`` leaves the range of x's values to the C++ kernel, which checks it in its own
+    pass (with the same message) for less than the separate reduction costs here."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
     check_tensor("recon", recon, dims=tuple(range(2, 9)), layout="the decoder output (N, ...)")
@@ -122,7 +126,7 @@ def check_vae_nelbo_args(recon, x, mu, logvar, likelihood: str, levels: int) -> 
             raise ValueError(f"x must be a floating-point tensor for the {likelihood} likelihood, got dtype {x.dtype}")
         check_same("recon", recon, x=x)
         bounds = (0, 1) if likelihood == "bernoulli" else None
-    if bounds and x.numel() and not torch.compiler.is_compiling():
+    if values and bounds and x.numel() and not torch.compiler.is_compiling():
         low, high = torch.aminmax(x)
         if low < bounds[0] or high > bounds[1]:
             what = "integers" if likelihood != "bernoulli" else "values"
@@ -149,8 +153,10 @@ def vae_nelbo(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: to
     Returns:
         nelbo (N,), or (nelbo, recon_nll, kl) with ``return_parts``.
     """
-    check_vae_nelbo_args(recon, x, mu, logvar, likelihood, levels)
-    if reference_forced():
+    fused = not reference_forced()
+    check_vae_nelbo_args(recon, x, mu, logvar, likelihood, levels,
+                         values=not (fused and x.device.type == "cpu" and _CPU_KERNEL_CHECKS_VALUES))
+    if not fused:
         nll, kl = recon_nll_reference(recon, x, likelihood, levels), gaussian_kl_reference(mu, logvar)
         out = (nll + beta * kl, nll.detach(), kl.detach())
     else:
