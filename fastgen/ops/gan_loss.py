@@ -101,4 +101,4 @@ def gan_loss(d_real: torch.Tensor | None, d_fake: torch.Tensor, *, kind: str,
         check_same("d_fake", d_fake, d_real=_check_logits("d_real", d_real))
     if reference_forced():
         return gan_loss_reference(d_real, d_fake, kind=kind, target=target)
-    return _ops.gan_loss(d_real, d_fake, kind, generator)
+    return _ops.gan_loss.default(d_real, d_fake, kind, generator)  # .default: no overload lookup per call
