@@ -9,20 +9,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 
 import torch
 
-from bench.harness import MODES, PROVIDERS, append_rows, device_name, measure, ratio_table
+from bench.harness import MODES, PROVIDERS, append_rows, device_name, device_slug, measure, ratio_table
 
 OPS = ("masked_conv2d", "gated_activation", "categorical_nll", "vae_nelbo", "gan_loss", "gradient_penalty")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def default_results_path(device: torch.device) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-    return os.path.join(RESULTS_DIR, f"{slug}.csv")
+    return os.path.join(RESULTS_DIR, f"{device_slug(device)}.csv")
 
 
 def main(argv: list[str] | None = None) -> int:

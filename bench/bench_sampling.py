@@ -15,7 +15,6 @@ import argparse
 import csv
 import datetime
 import os
-import re
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Callable
 import torch
 
 import fastgen
-from bench.harness import append_rows, device_name, git_commit
+from bench.harness import append_rows, device_name, device_slug, git_commit
 from bench.table import latest_run
 from fastgen.models import GatedPixelCNN, PixelCNN
 from fastgen.sampling import draw_noise, naive_sample
@@ -132,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the latest run in --out as a table and exit")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-    out = args.out or os.path.join(RESULTS_DIR, f"{slug}.csv")
+    out = args.out or os.path.join(RESULTS_DIR, f"{device_slug(device)}.csv")
     if args.markdown:
         rows = []
         if os.path.exists(out):

@@ -10,6 +10,7 @@ import csv
 import datetime
 import os
 import platform
+import re
 import statistics
 import subprocess
 import time
@@ -51,6 +52,11 @@ def device_name(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def device_slug(device: torch.device) -> str:
+    """The device name as a file name: "amd-epyc-2-threads", "nvidia-h200"."""
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def git_commit() -> str:

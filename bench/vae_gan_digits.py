@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.harness import device_name, git_commit
+from bench.harness import device_name, device_slug, git_commit
 from fastgen.data import digits
 from fastgen.models import DCGAN, VAE
 from fastgen.train import GANTrainConfig, GANTrainer, TrainConfig, Trainer
@@ -44,7 +44,7 @@ def _measure(model: VAE, test, k: int) -> tuple[float, float]:
 
 
 def vae_rows(out_dir: str, k: int) -> list[str]:
-    lines = [f"| likelihood | data | epochs | -ELBO (nats) | -ELBO (bits/dim) | IW k={k} (nats) | IW (bits/dim) |",
+    lines = [f"| likelihood | trained on | epochs | -ELBO (nats) | -ELBO (bits/dim) | IW k={k} (nats) | IW (bits/dim) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for likelihood, binarized in VAES:
         train, val, test = (digits(s, binarized=binarized) for s in ("train", "val", "test"))
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += gan_rows(args.work, args.gan_epochs)
     report = "\n".join(lines) + "\n"
     print(report)
-    slug = "".join(c if c.isalnum() else "-" for c in device_name(device).lower()).strip("-")
-    path = args.out or os.path.join(RESULTS_DIR, f"vae-gan-digits-{slug}.txt")
+    path = args.out or os.path.join(RESULTS_DIR, f"vae-gan-digits-{device_slug(device)}.txt")
     with open(path, "w") as f:
         f.write(report)
     print(f"written to {path}")
