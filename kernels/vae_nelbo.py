@@ -16,7 +16,7 @@ from ._common import compute_dtype
 
 _BLOCK = 256
 _LIKELIHOODS = {"bernoulli": 0, "categorical": 1, "gaussian": 2, "logistic": 3}
-_HALF_LOG_2PI = 0.9189385332046727
+_HALF_LOG_2PI = tl.constexpr(0.9189385332046727)  # a global a jit function reads must be constexpr
 
 
 @triton.jit

@@ -81,6 +81,51 @@ def triton_kernels():
         cases.append((f"categorical_nll_bwd[{dtype}]", nll._nll_bwd_kernel,
                       dict(g_ptr=ptr, z_ptr=ptr, t_ptr="*i64", lse_ptr=acc_ptr, gz_ptr=ptr, **sizes),
                       dict(ACC=acc, BLOCK=nll._BLOCK)))
+        cases += _loss_kernels(dtype, ptr, acc_ptr, acc)
+    return cases
+
+
+def _loss_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:
+    """The VAE and GAN loss kernels: every likelihood and loss term in float32, one of each in the
+    other dtypes (they differ only in loads and stores)."""
+    from fastgen.kernels import gan_loss as gan
+    from fastgen.kernels import gradient_penalty as gp
+    from fastgen.kernels import reparameterize as rep
+    from fastgen.kernels import vae_nelbo as vae
+
+    cases = []
+    series = 0.002 if dtype == "fp64" else 0.1
+    for name, lik in vae._LIKELIHOODS.items():
+        if dtype != "fp32" and name != "logistic":
+            continue
+        x_ptr = "*i64" if name in ("categorical", "logistic") else ptr
+        sizes = dict(D="i32", P="i32", levels="i32")
+        cases.append((f"vae_recon_nll[{dtype}, {name}]", vae._recon_nll_kernel,
+                      dict(r_ptr=ptr, x_ptr=x_ptr, part_ptr=acc_ptr, **sizes),
+                      dict(LIK=lik, ACC=acc, SERIES_BELOW=series, BLOCK=vae._BLOCK)))
+        cases.append((f"vae_recon_grad[{dtype}, {name}]", vae._recon_grad_kernel,
+                      dict(g_ptr=ptr, r_ptr=ptr, x_ptr=x_ptr, gr_ptr=ptr, **sizes),
+                      dict(LIK=lik, ACC=acc, SERIES_BELOW=series, BLOCK=vae._BLOCK)))
+    cases.append((f"vae_kl[{dtype}]", vae._kl_kernel, dict(mu_ptr=ptr, lv_ptr=ptr, kl_ptr=acc_ptr, Z="i32"),
+                  dict(ACC=acc, BLOCK=vae._BLOCK)))
+    cases.append((f"vae_kl_grad[{dtype}]", vae._kl_grad_kernel,
+                  dict(g_ptr=ptr, mu_ptr=ptr, lv_ptr=ptr, gmu_ptr=ptr, glv_ptr=ptr, Z="i32", beta="fp32"),
+                  dict(WANT_MU=True, WANT_LV=True, ACC=acc, BLOCK=vae._BLOCK)))
+    cases.append((f"reparameterize_fwd[{dtype}]", rep._reparameterize_fwd_kernel,
+                  dict(mu_ptr=ptr, lv_ptr=ptr, eps_ptr=ptr, z_ptr=ptr, n="i32"), dict(ACC=acc, BLOCK=rep._BLOCK)))
+    cases.append((f"reparameterize_bwd[{dtype}]", rep._reparameterize_bwd_kernel,
+                  dict(g_ptr=ptr, lv_ptr=ptr, eps_ptr=ptr, glv_ptr=ptr, geps_ptr=ptr, n="i32"),
+                  dict(WANT_LV=True, WANT_EPS=True, ACC=acc, BLOCK=rep._BLOCK)))
+    for term in range(9) if dtype == "fp32" else (gan.SOFTPLUS,):
+        cases.append((f"gan_loss_fwd[{dtype}, term {term}]", gan._gan_loss_fwd_kernel,
+                      dict(v_ptr=ptr, part_ptr=acc_ptr, n="i32"), dict(TERM=term, ACC=acc, BLOCK=gan._BLOCK)))
+        cases.append((f"gan_loss_bwd[{dtype}, term {term}]", gan._gan_loss_bwd_kernel,
+                      dict(g_ptr=ptr, v_ptr=ptr, out_ptr=ptr, n="i32"), dict(TERM=term, ACC=acc, BLOCK=gan._BLOCK)))
+    cases.append((f"gradient_penalty_norm[{dtype}]", gp._norm_kernel, dict(g_ptr=ptr, norm_ptr=acc_ptr, D="i32"),
+                  dict(ACC=acc, BLOCK=gp._BLOCK)))
+    cases.append((f"gradient_penalty_bwd[{dtype}]", gp._gradient_penalty_bwd_kernel,
+                  dict(go_ptr=ptr, g_ptr=ptr, norm_ptr=acc_ptr, out_ptr=ptr, D="i32", scale="fp32"),
+                  dict(ACC=acc, BLOCK=gp._BLOCK)))
     return cases
 
 

@@ -4,9 +4,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <array>
+#include <string>
 #include <tuple>
 
 #include "fast_math.h"
@@ -80,7 +84,54 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
   return {grad_logvar, grad_eps};
 }
 
+// ---- autograd (every device): a plain C++ Node, since a Python autograd.Function costs more than
+// the op at VAE latent sizes (thousands of elements).
+
+struct ReparameterizeBackward final : public torch::autograd::Node {
+  torch::autograd::SavedVariable logvar, eps;
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("fastgen::reparameterize_backward", "")
+                         .typed<decltype(reparameterize_backward_cpu)>();
+    torch::autograd::variable_list out(3);
+    if (!grads[0].defined()) return out;
+    const bool want_logvar = task_should_compute_output(1), want_eps = task_should_compute_output(2);
+    if (task_should_compute_output(0)) out[0] = grads[0];
+    if (want_logvar || want_eps) {
+      auto [grad_logvar, grad_eps] = op.call(grads[0], logvar.unpack(), eps.unpack(), {want_logvar, want_eps});
+      if (want_logvar) out[1] = grad_logvar;
+      if (want_eps) out[2] = grad_eps;
+    }
+    return out;
+  }
+  void release_variables() override {
+    logvar.reset_data();
+    eps.reset_data();
+  }
+  std::string name() const override { return "ReparameterizeBackward"; }
+};
+
+at::Tensor reparameterize_autograd(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
+  static auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("fastgen::reparameterize", "").typed<decltype(reparameterize_cpu)>();
+  at::Tensor z;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    z = op.call(mu, logvar, eps);
+  }
+  if (!torch::autograd::compute_requires_grad(mu, logvar, eps)) return z;
+  auto node = c10::make_intrusive<ReparameterizeBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(mu, logvar, eps));
+  node->logvar = torch::autograd::SavedVariable(logvar, false);
+  node->eps = torch::autograd::SavedVariable(eps, false);
+  torch::autograd::set_history(z, node);
+  return z;
+}
+
 }  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, Autograd, m) { m.impl("reparameterize", &reparameterize_autograd); }
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
   m.impl("reparameterize", &reparameterize_cpu);

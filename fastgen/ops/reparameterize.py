@@ -49,7 +49,9 @@ def _backward(ctx, grad):
     return (grad if need_mu else None), (grad_logvar if need_logvar else None), (grad_eps if need_eps else None)
 
 
-torch.library.register_autograd("fastgen::reparameterize", _backward, setup_context=_setup_context)
+# The C++ extension registers a C++ autograd node for the Autograd key; without it, this one.
+if not torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::reparameterize", "Autograd"):
+    torch.library.register_autograd("fastgen::reparameterize", _backward, setup_context=_setup_context)
 register_autocast("reparameterize", torch.float32)
 
 
@@ -75,4 +77,4 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
     check_same("mu", mu, logvar=logvar, eps=eps)
     if reference_forced():
         return reparameterize_reference(mu, logvar, eps)
-    return _ops.reparameterize(mu, logvar, eps)
+    return _ops.reparameterize.default(mu, logvar, eps)
