@@ -98,7 +98,9 @@ def gan_loss(d_real: torch.Tensor | None, d_fake: torch.Tensor, *, kind: str,
     elif d_real is None:
         raise ValueError(f"d_real is required for the discriminator loss ({kind})")
     else:
-        check_same("d_fake", d_fake, d_real=_check_logits("d_real", d_real))
+        _check_logits("d_real", d_real)
+        if d_real.dtype != d_fake.dtype or d_real.device != d_fake.device:  # the common case skips check_same
+            check_same("d_fake", d_fake, d_real=d_real)
     if reference_forced():
         return gan_loss_reference(d_real, d_fake, kind=kind, target=target)
     return _ops.gan_loss.default(d_real, d_fake, kind, generator)  # .default: no overload lookup per call
