@@ -59,3 +59,11 @@ def test_vector_arithmetic_is_a_difference_of_means():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_2d_vae_decodes_its_manifold_grid():
+    from fastgen.models import VAE
+
+    vae = VAE(1, 17, 8, latent_dim=2, likelihood="logistic", hidden=16)
+    images = vae.generate(manifold_grid(6))
+    assert images.shape == (36, 1, 8, 8) and images.min() >= 0 and images.max() < 17

@@ -119,8 +119,8 @@ FASTGEN_INLINE float expm1_fast(float d) {
 }
 
 // The sum of f(i) for i in [0, n), vectorised: kLanes independent partial sums (a fixed order,
-// so the result does not depend on the machine) added at the end; f is a FASTGEN_INLINE_LAMBDA. GCC 12 does not vectorise
-// `#pragma omp simd reduction` loops inside target_clones functions; this form it does.
+// so the result does not depend on the machine) added at the end; f is a FASTGEN_INLINE_LAMBDA.
+// GCC 12 left the loss kernels' `#pragma omp simd reduction` loops scalar; this form it vectorises.
 template <typename acc_t, typename F>
 FASTGEN_INLINE acc_t lane_sum(int64_t n, F&& f) {
   constexpr int kLanes = 16;
