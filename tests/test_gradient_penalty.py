@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastgen
-from fastgen.reference.gradient_penalty import gradient_penalty_reference
+from fastgen.reference.gradient_penalty import gradient_penalty_reference, sample_norms
 from tests.conftest import DEVICES, DTYPES, op_implementations, tolerances
 
 ops = torch.ops.fastgen
@@ -21,10 +21,6 @@ def sample_grad(shape, device="cpu", dtype=torch.float32, requires_grad=False):
 IMPLS = op_implementations("gradient_penalty")
 
 
-def _norms(grad):
-    return torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)
-
-
 @pytest.mark.parametrize("make_impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -34,7 +30,7 @@ def test_forward_and_backward_match_reference(make_impl, dtype, shape, poison):
     tol = tolerances(dtype)
     penalty, norms = forward(grad, 3.5)
     torch.testing.assert_close(penalty, gradient_penalty_reference(grad, 3.5), **tol)
-    torch.testing.assert_close(norms, _norms(grad), **tol)
+    torch.testing.assert_close(norms, sample_norms(grad), **tol)
     grad_out = torch.tensor(0.7, device=device, dtype=dtype)
     x = grad.detach().requires_grad_(True)
     (want,) = torch.autograd.grad(gradient_penalty_reference(x, 3.5), x, grad_out)
@@ -65,7 +61,7 @@ def test_gradcheck_and_gradgradcheck_float64(shape):
 def test_opcheck(device, shape):
     grad = sample_grad(shape, device, requires_grad=True)
     torch.library.opcheck(ops.gradient_penalty.default, (grad, 10.0))
-    norms = _norms(grad.detach())
+    norms = sample_norms(grad.detach())
     torch.library.opcheck(ops.gradient_penalty_backward.default,
                           (torch.tensor(1.0, device=device), grad.detach(), norms, 10.0))
 

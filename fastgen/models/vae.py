@@ -29,10 +29,9 @@ from torch import nn
 
 from fastgen.models._checks import check_images, check_labels
 from fastgen.ops import reparameterize, vae_nelbo
-from fastgen.reference.vae_nelbo import LIKELIHOODS
+from fastgen.reference.vae_nelbo import LIKELIHOODS, parameter_planes
 
 ARCHITECTURES = ("mlp", "conv")
-_PARAMS = {"bernoulli": 1, "gaussian": 2, "logistic": 2}  # per sub-pixel; categorical: levels
 
 
 class LikelihoodEstimate(NamedTuple):
@@ -136,7 +135,7 @@ class VAE(nn.Module):
                             likelihood=likelihood, arch=arch, hidden=hidden, channels=channels, n_classes=n_classes,
                             beta=beta)
         shape = (in_channels, int(h), int(w))
-        self.params = levels if likelihood == "categorical" else _PARAMS[likelihood]
+        self.params = parameter_planes(likelihood, levels) or 1
         n_cond = n_classes or 0
         self.encoder = _Encoder(arch, shape, hidden, channels)
         self.to_latent = nn.Linear(hidden + n_cond, (2 if self.variational else 1) * latent_dim)

@@ -12,24 +12,22 @@ import torch
 
 from fastgen.ops._checks import check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
-from fastgen.reference.gradient_penalty import gradient_penalty_reference
+from fastgen.reference.gradient_penalty import (
+    gradient_penalty_backward_reference,
+    gradient_penalty_reference,
+    sample_norms,
+)
 
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.gradient_penalty"
 
 
-def _norms(grad: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)
-
-
 def _reference_forward(grad, weight):
-    return gradient_penalty_reference(grad, weight), _norms(grad)
+    return gradient_penalty_reference(grad, weight), sample_norms(grad)
 
 
 def _reference_backward(grad_out, grad, norms, weight):
-    """weight * 2 (|g| - 1) / |g| * g / N, zero where |g| = 0."""
-    scale = torch.where(norms > 0, (norms - 1.0) / norms, 0.0) * (2.0 * weight / grad.shape[0])
-    return (grad_out * scale.view(-1, *([1] * (grad.dim() - 1))) * grad).contiguous()
+    return gradient_penalty_backward_reference(grad_out, grad, norms, weight).contiguous()
 
 
 register_implementations("gradient_penalty", _reference_forward, (_TRITON, "gradient_penalty_triton"))
@@ -57,7 +55,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, _grad_norms):
     grad, norms = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph: the backward must itself be differentiable
-        return _reference_backward(grad_out, grad, _norms(grad), ctx.weight), None
+        return gradient_penalty_backward_reference(grad_out, grad, sample_norms(grad), ctx.weight), None
     return _ops.gradient_penalty_backward(grad_out, grad, norms, ctx.weight), None
 
 

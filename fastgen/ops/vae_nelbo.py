@@ -12,14 +12,13 @@ from fastgen.reference.vae_nelbo import (
     LIKELIHOODS,
     gaussian_kl_grad_reference,
     gaussian_kl_reference,
+    parameter_planes,
     recon_nll_grad_reference,
     recon_nll_reference,
 )
 
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.vae_nelbo"
-# Parameters per sub-pixel of each likelihood's decoder output (categorical: the levels, L).
-_PARAMS = {"bernoulli": None, "gaussian": 2, "logistic": 2}
 
 
 def _per_example(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -101,14 +100,14 @@ def check_vae_nelbo_args(recon, x, mu, logvar, likelihood: str, levels: int, *, 
     check_same("recon", recon, mu=mu, logvar=logvar)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor (N, ...), got {type(x).__name__}")
-    params = _PARAMS.get(likelihood, recon.shape[1] if recon.dim() > 1 else 0)
-    expected = tuple(recon.shape) if params is None else (recon.shape[0], *recon.shape[2:])
+    planes = parameter_planes(likelihood, recon.shape[1])
+    expected = tuple(recon.shape) if planes is None else (recon.shape[0], *recon.shape[2:])
     if tuple(x.shape) != expected:
-        layout = ("recon's shape" if params is None else
+        layout = ("recon's shape" if planes is None else
                   f"recon's shape without its {'level' if likelihood == 'categorical' else 'parameter'} dimension 1")
         raise ValueError(f"x must be {expected} ({layout}) for a {likelihood} recon of shape {tuple(recon.shape)}, "
                          f"got {tuple(x.shape)}")
-    if params == 2 and recon.shape[1] != 2:
+    if planes is not None and recon.shape[1] != planes:
         raise ValueError(f"recon must be (N, 2, ...) = (mean, log-scale) for the {likelihood} likelihood, "
                          f"got {tuple(recon.shape)}")
     if x.device != recon.device:

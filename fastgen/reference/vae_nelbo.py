@@ -37,6 +37,14 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def parameter_planes(likelihood: str, levels: int) -> int | None:
+    """Planes of decoder output per sub-pixel: None for bernoulli (recon is (N, *S)), else P of a
+    (N, P, *S) recon: ``levels`` for categorical, 2 (mean, log-scale) for gaussian and logistic."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    return {"bernoulli": None, "categorical": levels}.get(likelihood, 2)
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
