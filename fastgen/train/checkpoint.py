@@ -180,18 +180,18 @@ def load_checkpoint(path: str) -> Checkpoint:
     return Checkpoint(path, config, weights, ema)
 
 
-def resume_state(path: str, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+def resume_state(path: str, model: torch.nn.Module) -> tuple[Checkpoint, dict[str, Any]]:
     """Read a training checkpoint for ``model``: check that it holds that type of model, load its
-    weights into it and restore the global RNG. Returns (training state, config with the meta data)
-    for the trainer to restore its optimisers and counters from."""
+    weights into it and restore the global RNG. Returns the checkpoint (its config holds the
+    counters and history) and its training state, for the trainer to restore the rest from."""
     checkpoint = load_checkpoint(path)
-    meta = checkpoint.config
-    if meta["model_type"] != type(model).__name__:
-        raise ValueError(f"{checkpoint.path}: holds a {meta['model_type']}, not a {type(model).__name__}")
+    model_type = checkpoint.config["model_type"]
+    if model_type != type(model).__name__:
+        raise ValueError(f"{checkpoint.path}: holds a {model_type}, not a {type(model).__name__}")
     training = checkpoint.training_state()
     model.load_state_dict(checkpoint.weights)
     torch.set_rng_state(training["rng"])
-    return training, meta | {"ema_weights": checkpoint.ema_weights}
+    return checkpoint, training
 
 
 def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema: bool = True) -> torch.nn.Module:

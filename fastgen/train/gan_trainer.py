@@ -119,7 +119,8 @@ class GANTrainer:
 
     def resume(self, path: str | None = None) -> None:
         """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written."""
-        training, meta = resume_state(path or self.last_path, self.model)
+        checkpoint, training = resume_state(path or self.last_path, self.model)
+        meta = checkpoint.config
         self.opt_g.load_state_dict(training["opt_g"])
         self.opt_d.load_state_dict(training["opt_d"])
         self.epoch, self.step_in_epoch, self.step = meta["epoch"], meta["step_in_epoch"], meta["step"]

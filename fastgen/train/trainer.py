@@ -145,9 +145,10 @@ class Trainer:
 
     def resume(self, path: str | None = None) -> None:
         """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written."""
-        training, meta = resume_state(path or self.last_path, self.model)
+        checkpoint, training = resume_state(path or self.last_path, self.model)
+        meta = checkpoint.config
         if self.ema is not None:
-            self.ema.load_state_dict(meta["ema_weights"] if meta["ema_weights"] is not None
+            self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
                                      else self.model.state_dict())
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
