@@ -159,10 +159,16 @@ class VAE(nn.Module):
     def check_images(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         return check_images(x, (self.in_channels, *self.image_size), self.levels, name)
 
+    def _checked(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x and labels validated (once per call) and as int64."""
+        x = self.check_images(x)
+        return x, check_labels(labels, x.shape[0], self.n_classes)
+
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mu, logvar) of q(z|x), each (N, latent_dim); a plain autoencoder returns (z, None)."""
-        x = self.check_images(x)
-        labels = check_labels(labels, x.shape[0], self.n_classes)
+        return self._encode(*self._checked(x, labels))
+
+    def _encode(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         features = self.encoder(x.to(self.to_latent.weight.dtype) / (self.levels - 1))
         out = self.to_latent(self._condition(features, labels))
         return (out[:, :self.latent_dim], out[:, self.latent_dim:]) if self.variational else (out, None)
@@ -173,7 +179,9 @@ class VAE(nn.Module):
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (N, {self.latent_dim}) (latent_dim={self.latent_dim}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-        labels = check_labels(labels, z.shape[0], self.n_classes)
+        return self._decode(z, check_labels(labels, z.shape[0], self.n_classes))
+
+    def _decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         out = self.decoder(self._condition(z, labels))
         n, _, h, w = out.shape
         if self.likelihood == "bernoulli":
@@ -197,10 +205,10 @@ class VAE(nn.Module):
               return_parts: bool = False, generator: torch.Generator | None = None):
         """Negative ELBO per image in nats, (N,) (with ``beta`` for the KL; default ``self.beta``).
         With ``return_parts``: (nelbo, reconstruction NLL, KL)."""
-        x = self.check_images(x)
-        mu, logvar = self.encode(x, labels)
+        x, labels = self._checked(x, labels)
+        mu, logvar = self._encode(x, labels)
         z = reparameterize(mu, logvar, generator=generator)
-        recon = self.decode(z, labels)
+        recon = self._decode(z, labels)
         nelbo, nll, kl = vae_nelbo(recon, self.data_for_likelihood(x), mu, logvar, likelihood=self.likelihood,
                                    beta=self.beta if beta is None else beta, levels=self.levels, return_parts=True)
         shift = self._dequantization_nats()
@@ -222,8 +230,8 @@ class VAE(nn.Module):
         """
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        x = self.check_images(x)
-        mu, logvar = self.encode(x, labels)
+        x, labels = self._checked(x, labels)
+        mu, logvar = self._encode(x, labels)
         if logvar is None:
             raise ValueError(f"{type(self).__name__} has no posterior q(z|x): log_likelihood needs a VAE")
         n = x.shape[0]
@@ -237,7 +245,7 @@ class VAE(nn.Module):
             def rep(t: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (s * N, ...), sample-major like z
                 return t.expand(s, *t.shape).reshape(s * n, *t.shape[1:])
 
-            recon = self.decode(z.reshape(s * n, -1), rep(labels) if labels is not None else None)
+            recon = self._decode(z.reshape(s * n, -1), rep(labels) if labels is not None else None)
             zeros = torch.zeros(s * n, self.latent_dim, dtype=mu.dtype, device=mu.device)
             log_px = -vae_nelbo(recon, rep(data), zeros, zeros, likelihood=self.likelihood, beta=0.0,
                                 levels=self.levels).view(s, n)
@@ -311,9 +319,9 @@ class Autoencoder(VAE):
     def nelbo(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, beta: float | None = None,
               return_parts: bool = False, generator: torch.Generator | None = None):
         """-log p(x | encoder(x)) per image in nats (no KL: an autoencoder has no posterior)."""
-        x = self.check_images(x)
-        z, _ = self.encode(x, labels)
+        x, labels = self._checked(x, labels)
+        z, _ = self._encode(x, labels)
         zeros = torch.zeros_like(z)
-        nll = vae_nelbo(self.decode(z, labels), self.data_for_likelihood(x), zeros, zeros,
+        nll = vae_nelbo(self._decode(z, labels), self.data_for_likelihood(x), zeros, zeros,
                         likelihood=self.likelihood, beta=0.0, levels=self.levels) + self._dequantization_nats()
         return (nll, nll.detach(), torch.zeros_like(nll)) if return_parts else nll

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from fastgen.data import ImageDataset
+from fastgen.models._checks import check_labels
 from fastgen.models.gan import GAN
 from fastgen.ops import gan_loss
 from fastgen.train.checkpoint import checkpoint_exists, resume_state, save_checkpoint
@@ -134,9 +135,12 @@ class GANTrainer:
         cfg, model, kind = self.config, self.model, self.model.loss_kind
         real = model.to_unit(self.train_data.images[index].to(self.device))
         labels = self.train_data.labels[index].to(self.device) if self.conditional else None
+        # Checked once here; the networks are then called directly, not through generate/discriminate.
+        labels = check_labels(labels, len(index), model.n_classes)
+        G, D = model.generator, model.discriminator
         with torch.no_grad():
-            fake = model.generate(model.noise(len(index)), labels)
-        d_loss = gan_loss(model.discriminate(real, labels), model.discriminate(fake, labels), kind=kind)
+            fake = G(model.noise(len(index)), labels)
+        d_loss = gan_loss(D(real, labels), D(fake, labels), kind=kind)
         if cfg.gp_weight is not None:
             d_loss = d_loss + model.gradient_penalty(real, fake, labels, weight=cfg.gp_weight)
         self.opt_d.zero_grad(set_to_none=True)
@@ -144,15 +148,14 @@ class GANTrainer:
         self.opt_d.step()
         losses = {"d": d_loss.item()}
         if (self.step + 1) % cfg.n_critic == 0:
-            model.discriminator.requires_grad_(False)  # the generator's step needs no discriminator gradients
+            D.requires_grad_(False)  # the generator's step needs no discriminator gradients
             try:
-                g_loss = gan_loss(None, model.discriminate(model.generate(model.noise(len(index)), labels), labels),
-                                  kind=kind, target="generator")
+                g_loss = gan_loss(None, D(G(model.noise(len(index)), labels), labels), kind=kind, target="generator")
                 self.opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.opt_g.step()
             finally:
-                model.discriminator.requires_grad_(True)
+                D.requires_grad_(True)
             losses["g"] = g_loss.item()
         return losses
 
