@@ -60,7 +60,10 @@ def device_slug(device: torch.device) -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with "-dirty" when tracked files other than bench/results/ differ from it."""
+    """The checkout's commit, with "-dirty" when tracked files other than bench/results/ differ from it;
+    $FASTGEN_COMMIT where set (a copy of the tree without .git)."""
+    if os.environ.get("FASTGEN_COMMIT"):
+        return os.environ["FASTGEN_COMMIT"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,

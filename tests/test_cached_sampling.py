@@ -25,13 +25,13 @@ IMPLEMENTATIONS = [
 ]
 
 
-def make(cls, channels=1, cond=None, levels=4, **kwargs):
+def make(cls, channels=1, cond=None, levels=4, size=(H, W), **kwargs):
     """A small float32 model with weights spread out, so that its distributions are far from
     uniform and a wrong logit changes the draws. ``cond``: None, 'class', 'spatial' or 'both'."""
     torch.manual_seed(0)
     sizes = dict(hidden_channels=6 * channels, n_layers=3, kernel_size=3) if cls is GatedPixelCNN else \
         dict(hidden_channels=6 * channels, n_layers=2, kernel_size=3)
-    model = cls(channels, levels, (H, W), n_classes=3 if cond in ("class", "both") else None,
+    model = cls(channels, levels, size, n_classes=3 if cond in ("class", "both") else None,
                 cond_channels=2 if cond in ("spatial", "both") else None, **(sizes | kwargs)).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -53,7 +53,7 @@ def cached(model, n, cond, impl, *, noise, partial=None, return_logits=False):
     cond = tuple(map(move, cond)) if isinstance(cond, tuple) else move(cond)
     labels, cond_map = model.split_cond(cond, n)
     op, weights, cond_terms = model.sampling_plan(labels, cond_map)
-    image, known = partial_image(partial, n, (model.in_channels, H, W), model.levels, device)
+    image, known = partial_image(partial, n, (model.in_channels, *model.image_size), model.levels, device)
     args = (cond_terms, image, known, noise.to(device), model.levels, return_logits)
     try:
         if impl == "block":
@@ -115,6 +115,21 @@ def test_sizes_levels_and_widths(impl, cls, levels, n, kernel_size, hidden):
     assert torch.equal(images, naive(model, n, None, noise=noise))
     with torch.no_grad():
         torch.testing.assert_close(logits, model(images), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+def test_rows_wider_than_the_block_samplers_column_tile(impl, cls):
+    # The block sampler computes rows in tiles of 16 columns: 37 columns are two full tiles and a
+    # partial one.
+    size = (3, 37)
+    model, n = make(cls, 3, "class", size=size), 2
+    labels = torch.tensor([0, 2])
+    noise = draw_noise(n, (3, *size), generator=torch.Generator().manual_seed(10))
+    images, logits = cached(model, n, labels, impl, noise=noise, return_logits=True)
+    assert torch.equal(images, naive(model, n, labels, noise=noise))
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images, labels), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

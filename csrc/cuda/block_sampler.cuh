@@ -24,8 +24,10 @@
 
 #ifdef __CUDACC__
 #define FASTGEN_HD __host__ __device__
+#define FASTGEN_UNROLL _Pragma("unroll")
 #else
 #define FASTGEN_HD
+#define FASTGEN_UNROLL
 #endif
 
 namespace fastgen {
@@ -103,6 +105,41 @@ FASTGEN_HD inline float window_dot(RowFn row, int64_t n_rows, int64_t taps, int6
   return acc;
 }
 
+// The row part's products: for every column j < W of a row and output o < O, store(j, o, sum)
+// with sum over the window of column j, as window_dot. A thread takes one output and a tile of
+// up to kRowTile columns, so each weight it reads serves the whole tile: a layer's weights stream
+// from L2 once per tile rather than once per column. The sums add in window_dot's order.
+constexpr int64_t kRowTile = 16;
+
+template <typename RowFn, typename Store>
+FASTGEN_HD inline void row_products(RowFn row, int64_t n_rows, int64_t taps, int64_t ch, const float* w, int64_t O,
+                                    int64_t W, Threads th, Store store) {
+  const int64_t tiles = (W + kRowTile - 1) / kRowTile;
+  for (int64_t idx = th.id; idx < tiles * O; idx += th.count) {
+    const int64_t j0 = idx / O * kRowTile, o = idx % O, n = W - j0 < kRowTile ? W - j0 : kRowTile;
+    // Registers, so indexed by unrolled loops only.
+    float acc[kRowTile];
+    FASTGEN_UNROLL
+    for (int64_t jj = 0; jj < kRowTile; ++jj) acc[jj] = 0.0f;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const float* base = row(r);
+      if (!base) continue;
+      const float* src = base + j0 * ch;
+      const float* wr = w + r * taps * ch * O;
+      for (int64_t t = 0; t < taps * ch; ++t) {
+        const float wt = wr[t * O + o];
+        const float* x = src + t;  // column j0 + jj's input at x[jj * ch]
+        FASTGEN_UNROLL
+        for (int64_t jj = 0; jj < kRowTile; ++jj, x += ch)
+          if (jj < n) acc[jj] += *x * wt;
+      }
+    }
+    FASTGEN_UNROLL
+    for (int64_t jj = 0; jj < kRowTile; ++jj)
+      if (jj < n) store(j0 + jj, o, acc[jj]);
+  }
+}
+
 FASTGEN_HD inline float vec_dot(const float* x, int64_t K, const float* w, int64_t O, int64_t o, bool relu_input) {
   float acc = 0.0f;
   for (int64_t k = 0; k < K; ++k) acc += (relu_input ? relu(x[k]) : x[k]) * w[k * O + o];
@@ -172,17 +209,14 @@ FASTGEN_HD void pixelcnn_program(const PixelCNNDims& d, const float* const* w, c
   for (int64_t i = 0; i < d.H; ++i) {
     // Row part: taps on the rows above, for every column of the row.
     auto image_rows = [&](int64_t r) -> const float* { return canvas.at(i - q + r, -q); };
-    for (int64_t idx = th.id; idx < W * hid; idx += th.count) {
-      const int64_t j = idx / hid, o = idx % hid;
-      ws[L.in_rows + idx] = in_b[o] + window_dot(image_rows, q, d.kin, j, d.C, in_above, hid, o);
-    }
+    row_products(image_rows, q, d.kin, d.C, in_above, hid, W, th,
+                 [&](int64_t j, int64_t o, float sum) { ws[L.in_rows + j * hid + o] = in_b[o] + sum; });
     for (int64_t b = 0; b < d.blocks; ++b) {
       auto rows = [&](int64_t r) -> const float* { return window_row(b, i - p + r); };
-      for (int64_t idx = th.id; idx < W * half; idx += th.count) {
-        const int64_t j = idx / half, o = idx % half;
-        ws[L.conv_rows + b * W * half + idx] =
-            blk[7 * b + 4][o] + window_dot(rows, p, d.k, j, half, blk[7 * b + 2], half, o);
-      }
+      float* out = ws + L.conv_rows + b * W * half;
+      const float* bias = blk[7 * b + 4];
+      row_products(rows, p, d.k, half, blk[7 * b + 2], half, W, th,
+                   [&](int64_t j, int64_t o, float sum) { out[j * half + o] = bias[o] + sum; });
     }
     sync();
     // Pixel part, once per colour.
@@ -272,17 +306,17 @@ FASTGEN_HD void gated_program(const GatedDims& d, const float* const* w, const f
       // output, rows i-p .. i.
       const int64_t n_rows = l == 0 ? p : p + 1, in_ch = l == 0 ? d.C : D;
       auto rows = [&](int64_t r) -> const float* { return l == 0 ? canvas.at(i - p + r, -p) : v_row(l, i - p + r); };
-      for (int64_t idx = th.id; idx < W * D2; idx += th.count) {
-        const int64_t j = idx / D2, o = idx % D2;
-        ws[L.v_pre + idx] = f[1][o] + window_dot(rows, n_rows, d.k, j, in_ch, f[0], D2, o);
-      }
+      float* v_pre = ws + L.v_pre;
+      row_products(rows, n_rows, d.k, in_ch, f[0], D2, W, th,
+                   [&](int64_t j, int64_t o, float sum) { v_pre[j * D2 + o] = f[1][o] + sum; });
       sync();
-      for (int64_t idx = th.id; idx < W * D2; idx += th.count) {
-        const int64_t j = idx / D2, o = idx % D2;
-        const float* term = cond_term(l, i, j);
-        ws[L.v_to_h + l * L.v_to_h_size + idx] =
-            f[3][o] + vec_dot(ws + L.v_pre + j * D2, D2, f[2], D2, o, false) + (term ? term[D2 + o] : 0.0f);
-      }
+      // The link to the horizontal stack: a 1x1 product, so a window of one tap over v_pre's row.
+      float* v_to_h = ws + L.v_to_h + l * L.v_to_h_size;
+      row_products([&](int64_t) -> const float* { return v_pre; }, 1, 1, D2, f[2], D2, W, th,
+                   [&](int64_t j, int64_t o, float sum) {
+                     const float* term = cond_term(l, i, j);
+                     v_to_h[j * D2 + o] = f[3][o] + sum + (term ? term[D2 + o] : 0.0f);
+                   });
       if (l + 1 < d.layers) {
         float* next = v_row(l + 1, i);
         for (int64_t idx = th.id; idx < W * D; idx += th.count) {

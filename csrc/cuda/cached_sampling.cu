@@ -5,8 +5,11 @@
 // memory (shared by all blocks through L2).
 //
 // Cost model: per pixel, a block runs every layer's current-row and 1x1 products (outputs spread
-// over its threads, each a dot product over the layer's inputs) and about four barriers per layer;
-// per row, the rows-above taps for the whole row. A batch fills the GPU at about one image per SM.
+// over its threads, each a dot product over the layer's inputs, reading the layer's weights from
+// L2 once) and about four barriers per layer; per row, the rows-above taps for the whole row, in
+// tiles of 16 columns (each weight read once per tile). One image keeps one SM busy, so a
+// batch fills the GPU from about one image per SM; at batch 1 the pixel steps are bound by
+// latency and by one SM's share of L2 bandwidth (bench/NOTES.md).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
