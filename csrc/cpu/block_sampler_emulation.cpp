@@ -1,6 +1,6 @@
 // The GPU block sampler's program (csrc/cuda/block_sampler.cuh) run on the CPU: the CPU
 // implementation of fastgen::block_sample. Each image gets a "block" of kBlockThreads threads
-// that meet at a std::barrier where the GPU has __syncthreads(). It exists so that tests check the
+// that meet at a barrier where the GPU has __syncthreads(). It exists so that tests check the
 // GPU program's arithmetic, indexing and its split of work between threads against the reference
 // without a GPU (a missing barrier shows up as a race); samplers on the CPU use the fused kernel of
 // cached_sampling.cpp.
@@ -8,7 +8,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <barrier>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -20,8 +21,32 @@ namespace {
 // Odd, so that no product divides evenly between the threads.
 constexpr int64_t kBlockThreads = 3;
 
+// A reusable barrier for `count` threads (std::barrier needs C++20, which older torch builds
+// do not compile with).
+class Barrier {
+ public:
+  explicit Barrier(int64_t count) : count_(count) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const int64_t phase = phase_;
+    if (++arrived_ == count_) {
+      arrived_ = 0;
+      ++phase_;
+      all_arrived_.notify_all();
+    } else {
+      all_arrived_.wait(lock, [&] { return phase_ != phase; });
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable all_arrived_;
+  const int64_t count_;
+  int64_t arrived_ = 0, phase_ = 0;
+};
+
 struct BlockBarrier {
-  std::barrier<>* barrier;
+  Barrier* barrier;
   void operator()() const { barrier->arrive_and_wait(); }
 };
 
@@ -35,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor> block_sample_cpu(const std::string& model, at
   for (int64_t b = 0; b < run.n(); ++b) {
     const float* cond_b = run.cond.defined() ? run.cond.data_ptr<float>() + b * run.cond_per_image : nullptr;
     float* ws = run.workspace.data_ptr<float>() + b * run.workspace_per_image;
-    std::barrier<> barrier(kBlockThreads);
+    Barrier barrier(kBlockThreads);
     std::vector<std::thread> block;
     for (int64_t t = 0; t < kBlockThreads; ++t) {
       block.emplace_back([&, t] {

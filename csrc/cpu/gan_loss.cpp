@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "autograd_node.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -226,7 +227,7 @@ at::Tensor gan_loss_autograd(const std::optional<at::Tensor>& d_real, const at::
   if (!torch::autograd::compute_requires_grad(d_fake) &&
       !(with_real && torch::autograd::compute_requires_grad(*d_real)))
     return loss;
-  auto node = c10::make_intrusive<GanLossBackward>();
+  auto node = make_node<GanLossBackward>();
   node->set_next_edges(with_real ? torch::autograd::collect_next_edges(*d_real, d_fake)
                                  : torch::autograd::collect_next_edges(d_fake));
   if (with_real) node->real = torch::autograd::SavedVariable(*d_real, false);

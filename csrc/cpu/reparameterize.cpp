@@ -13,6 +13,7 @@
 #include <string>
 #include <tuple>
 
+#include "autograd_node.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -121,7 +122,7 @@ at::Tensor reparameterize_autograd(const at::Tensor& mu, const at::Tensor& logva
     z = op.call(mu, logvar, eps);
   }
   if (!torch::autograd::compute_requires_grad(mu, logvar, eps)) return z;
-  auto node = c10::make_intrusive<ReparameterizeBackward>();
+  auto node = make_node<ReparameterizeBackward>();
   node->set_next_edges(torch::autograd::collect_next_edges(mu, logvar, eps));
   node->logvar = torch::autograd::SavedVariable(logvar, false);
   node->eps = torch::autograd::SavedVariable(eps, false);

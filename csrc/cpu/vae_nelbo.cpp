@@ -35,6 +35,7 @@
 #include <utility>
 #include <vector>
 
+#include "autograd_node.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -441,7 +442,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vae_nelbo_autograd(
     out = op.call(recon, x, mu, logvar, likelihood, beta, levels, keep_grad);
   }
   if (!torch::autograd::compute_requires_grad(recon, mu, logvar)) return out;
-  auto node = c10::make_intrusive<VaeNelboBackward>();
+  auto node = make_node<VaeNelboBackward>();
   node->set_next_edges(torch::autograd::collect_next_edges(recon, mu, logvar));
   node->recon = torch::autograd::SavedVariable(recon, false);
   node->x = torch::autograd::SavedVariable(x, false);
