@@ -16,7 +16,7 @@ export MAX_JOBS ?= 2
 CPU_SOURCES := $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cuh csrc/cuda/*.h)
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h)
 
-.PHONY: demo test build bench cuda-check info clean
+.PHONY: demo test build bench cuda-check compat-check info clean
 
 # Trains a class-conditional Gated PixelCNN on the bundled digits (about 3 minutes on 2 cores),
 # prints test bits/dim and writes a sample grid.
@@ -55,6 +55,18 @@ cuda-check: $(CUDA_VENV)/.installed $(CPU_SOURCES) $(CUDA_SOURCES)
 		$(CUDA_PY) setup.py build_ext --build-lib build/cuda-lib --build-temp build/cuda-temp \
 		> build/cuda-build.log 2>&1 || { grep -E -A4 "error|Error" build/cuda-build.log | head -80; exit 1; }
 	$(CUDA_PY) tools/cuda_check.py --log build/cuda-build.log --lib build/cuda-lib
+
+# Compiles every C++ CPU source against the headers of the oldest supported torch, which builds extensions as C++17 and holds autograd nodes in
+# std::shared_ptr; the pinned torch builds as C++20. Syntax and templates only: nothing is linked.
+OLDEST_TORCH ?= torch==2.11.0
+compat-check: $(VENV)/.installed
+	rm -rf build/compat && mkdir -p build/compat
+	$(PY) -m pip download -q --no-deps --only-binary=:all: $(OLDEST_TORCH) -d build/compat
+	cd build/compat && unzip -q torch-*.whl 'torch/include/*'
+	inc=build/compat/torch/include; py_inc=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])"); \
+	printf '%s\n' csrc/cpu/*.cpp | xargs -P $(MAX_JOBS) -I{} \
+		g++ -std=c++17 -fsyntax-only -fopenmp -I$$inc -I$$inc/torch/csrc/api/include -I$$py_inc {}
+	@echo "compat-check: csrc/cpu/*.cpp compile against $(OLDEST_TORCH) headers (C++17)"
 
 $(CUDA_VENV)/.installed: requirements-dev.txt
 	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
