@@ -9,7 +9,7 @@
 # Each step gets its own time limit, cut to what is left of GPU_BUDGET_S (default 480 s), so the
 # script ends inside the budget and a slow step costs only the steps after it. Results are written
 # as they come: a step stopped at its limit keeps the rows it finished. Python packages the machine
-# lacks (for the tests: expecttest) may come as wheels in .whl/.
+# lacks may come as wheels in .whl/.
 # FASTGEN_COMMIT names the commit in the result rows where the checkout has no .git.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,9 +46,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 step "build with CUDA (compiler output in $OUT/build.log)"
 FASTGEN_NO_EXT=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1
 if ! FASTGEN_CUDA=1 limited 300 "$PY" setup.py build_ext --inplace >> "$OUT/build.log" 2>&1; then
-  grep -E -A4 "error" "$OUT/build.log" | head -60
-  echo "BUILD FAILED"
-  exit 1
+  grep -E -A4 "error" "$OUT/build.log" | head -40
+  # Without the CUDA kernels the Triton kernels and the references still run on the GPU.
+  echo "CUDA BUILD FAILED: going on with the CPU-only build"
+  status=1
+  if ! FASTGEN_CUDA=0 limited 200 "$PY" setup.py build_ext --inplace >> "$OUT/build.log" 2>&1; then
+    echo "CPU BUILD FAILED"
+    exit 1
+  fi
 fi
 grep -E -A2 "Compiling entry function '.*block_sample" "$OUT/build.log" | grep -E "Used|spill" | head -4
 "$PY" -m fastgen info
