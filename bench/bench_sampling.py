@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--model", choices=("GatedPixelCNN", "PixelCNN"), action="append")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per provider (default 5)")
+    # Fewer than about 10 repeats let one slow stretch of a noisy machine move a median by 30%.
+    parser.add_argument("--repeats", type=int, default=11, help="timed repetitions per provider (default 11)")
     parser.add_argument("--naive-rows", type=int, default=1, help="rows naive sampling is timed over (default 1)")
     parser.add_argument("--quick", action="store_true", help="tiny models: checks the script, not the speed")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
