@@ -16,7 +16,7 @@ from .conftest import HAS_CUDA, compiled_cpu
 H, W = 5, 6
 NOT_BUILT = pytest.mark.skipif(not compiled_cpu("pixelcnn_sample"), reason="fastgen._C not built")
 # cpp: the fused CPU kernel; reference: the eager path; block: the GPU block sampler's program run
-# on the CPU by one thread; cuda: the block sampler on a GPU.
+# on the CPU by a block of threads per image; cuda: the block sampler on a GPU.
 IMPLEMENTATIONS = [
     pytest.param("cpp", id="cpp", marks=NOT_BUILT),
     pytest.param("reference", id="reference"),

@@ -4,8 +4,8 @@
 // On the GPU, one thread block runs it per image (csrc/cuda/cached_sampling.cu): a persistent
 // kernel that loops over rows, pixels and colours itself, so sampling an image is one launch. The
 // threads of a block share each product's outputs and meet at __syncthreads().
-// The CPU build compiles the same source and runs it with three threads per image meeting at a
-// std::barrier (csrc/cpu/block_sampler_emulation.cpp), so that the tests check this program's
+// The CPU build compiles the same source and runs it with a few threads per image meeting at a
+// barrier (csrc/cpu/block_sampler_emulation.cpp), so that the tests check this program's
 // arithmetic, indexing and barriers against the reference on machines without a GPU.
 //
 // Weights come as the block plan of fastgen/ops/cached_sampling.py (`block_plan`): every linear
