@@ -68,7 +68,7 @@ limited 150 "$PY" -m bench.bench_sampling --device cuda --batch 1 16 256 --repea
   || status=1
 
 step "every other op on the GPU: tests"
-FASTGEN_REQUIRE_EXT=1 limited 150 "$PY" -m pytest -q -p no:cacheprovider -rfE "${XDIST[@]}" -k "cuda or triton" \
+FASTGEN_REQUIRE_EXT=1 limited 150 "$PY" -m pytest -q -p no:cacheprovider -rfE ${XDIST[@]+"${XDIST[@]}"} -k "cuda or triton" \
   --ignore tests/test_cached_sampling.py tests > "$OUT/tests-ops.txt" 2>&1 || status=1
 tail -5 "$OUT/tests-ops.txt"
 
