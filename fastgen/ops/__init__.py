@@ -4,6 +4,7 @@ from fastgen import _ext  # noqa: F401  (then the compiled kernels, if built)
 from fastgen.ops._dispatch import implementations, use_reference
 from fastgen.ops.cached_sampling import gated_pixelcnn_sample, pixelcnn_sample
 from fastgen.ops.categorical_nll import categorical_nll
+from fastgen.ops.dmol import dmol_nll, dmol_sample
 from fastgen.ops.gan_loss import gan_loss
 from fastgen.ops.gated_activation import gated_activation
 from fastgen.ops.gradient_penalty import gradient_penalty
@@ -11,5 +12,5 @@ from fastgen.ops.masked_conv2d import masked_conv2d
 from fastgen.ops.reparameterize import reparameterize
 from fastgen.ops.vae_nelbo import vae_nelbo
 
-__all__ = ["categorical_nll", "gan_loss", "gated_activation", "gated_pixelcnn_sample", "gradient_penalty",
+__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "gan_loss", "gated_activation", "gated_pixelcnn_sample", "gradient_penalty",
            "implementations", "masked_conv2d", "pixelcnn_sample", "reparameterize", "use_reference", "vae_nelbo"]

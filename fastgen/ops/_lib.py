@@ -69,3 +69,14 @@ lib.define("gan_loss_backward(Tensor grad, Tensor? d_real, Tensor d_fake, str ki
 # returns the penalty (a scalar) and the norms (N,), which the backward reuses.
 lib.define("gradient_penalty(Tensor grad, float weight) -> (Tensor, Tensor)")
 lib.define("gradient_penalty_backward(Tensor grad_out, Tensor grad, Tensor norms, float weight) -> Tensor")
+
+# dmol_nll: the discretized logistic mixture of PixelCNN++ (layout: fastgen/reference/dmol.py).
+# x (N, C, H, W) in [-1, 1], params (N, K, H, W) -> (nll (N,), pixel_log_prob (N, H, W)); the
+# per-pixel log-likelihood (float32, or float64) is what the backward needs to recompute the
+# component posteriors in one pass.
+lib.define("dmol_nll(Tensor x, Tensor params, int nr_mix, int levels) -> (Tensor, Tensor)")
+lib.define("dmol_nll_backward(Tensor grad, Tensor x, Tensor params, Tensor pixel_log_prob, int nr_mix, int levels) "
+           "-> Tensor")
+# dmol_sample: one draw per pixel from the mixture, noise (N, nr_mix + C, H, W) uniform in [0, 1)
+# -> (N, C, H, W) in [-1, 1] on the grid of `levels` values.
+lib.define("dmol_sample(Tensor params, Tensor noise, int nr_mix, int levels) -> Tensor")

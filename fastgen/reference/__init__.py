@@ -5,6 +5,7 @@ from fastgen.reference.categorical_nll import (
     categorical_nll_backward_reference,
     categorical_nll_reference,
 )
+from fastgen.reference.dmol import dmol_nll_reference, dmol_pixel_log_prob_reference, dmol_sample_reference
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 from fastgen.reference.masked_conv2d import (
     causal_mask,
@@ -19,6 +20,9 @@ __all__ = [
     "categorical_nll_backward_reference",
     "categorical_nll_reference",
     "causal_mask",
+    "dmol_nll_reference",
+    "dmol_pixel_log_prob_reference",
+    "dmol_sample_reference",
     "gated_pixelcnn_sample_reference",
     "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
