@@ -30,7 +30,8 @@ def _extensions():
     # -fno-trapping-math: without it GCC will not turn the selects in csrc/cpu/fast_math.h into
     # vector blends (a select feeding arithmetic counts as control flow), and every loop calling
     # exp_fast & co. stays scalar. No kernel relies on floating-point exceptions.
-    cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math"]
+    # -fno-math-errno: likewise for std::sqrt, which would otherwise branch to set errno.
+    cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
     sources = sorted(glob.glob("csrc/cpu/*.cpp"))
     if _cuda_wanted(torch):
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")

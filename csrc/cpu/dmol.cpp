@@ -2,8 +2,9 @@
 // (the maths and the parameter layout: fastgen/reference/dmol.py).
 //
 // x (N, C, H, W) and params (N, K, H, W) are read contiguous; one task per block of kChunk
-// pixels of one image, every loop over the block's pixels vectorised (the K planes of a block
-// stay in L1/L2). The forward computes each (colour, component) bin log-probability once and
+// pixels of one image, every loop over the block's pixels vectorised. A block reads K planes at
+// once, K streams for the hardware prefetchers: 256 pixels (1 KiB per plane) keep them on it,
+// where 64 left a cold read of params latency-bound (bench/NOTES.md). The forward computes each (colour, component) bin log-probability once and
 // keeps nothing but the per-pixel log-likelihood T (1/K of params) for the backward; the
 // backward recomputes the bins in one pass and writes all K gradient planes.
 //
@@ -38,7 +39,7 @@
 namespace fastgen {
 namespace {
 
-constexpr int64_t kChunk = 64;
+constexpr int64_t kChunk = 256;
 constexpr double kLogScaleMin = -7.0;
 constexpr double kEdge = 0.999;
 constexpr double kSmallBin = 1e-5;
@@ -48,6 +49,26 @@ struct Shape {
   int64_t N, C, M, HW;
 };
 
+// 1 - e^-(p - q) for p > q. float: the ratio of the two exponentials already computed, or a
+// series where p - q is small; double (gradcheck): libm.
+FASTGEN_INLINE float one_minus_exp_gap(float ep, float eq, float p, float q) {
+  const float gap = p - q;
+  const float series = gap * (1.0f - gap * (0.5f - gap * (1.0f / 6.0f - gap * (1.0f / 24.0f - gap * (1.0f / 120.0f)))));
+  const float ratio = q >= 0.0f ? ep / eq : eq / ep;  // e^-(p - q) when p and q share a sign
+  return gap < 0.1f ? series : 1.0f - ratio;
+}
+FASTGEN_INLINE double one_minus_exp_gap(double, double, double p, double q) { return -std::expm1(q - p); }
+
+// e^-|mid| with mid = (p + q) / 2. float, without a third exponential: sqrt(e_p e_q) when p and q
+// share a sign; otherwise |mid| <= (p - q) / 2, and the value only matters in the small-bin case,
+// where p - q < 1e-4, so a short series is exact to float precision there.
+FASTGEN_INLINE float exp_neg_abs_mid(float ep, float eq, float p, float q, float mid) {
+  const float am = std::fabs(mid);
+  const float same_sign = std::sqrt(ep * eq), series = 1.0f - am * (1.0f - am * (0.5f - am * (1.0f / 6.0f)));
+  return q >= 0.0f ? same_sign : (p < 0.0f ? same_sign : series);
+}
+FASTGEN_INLINE double exp_neg_abs_mid(double, double, double, double, double mid) { return std::exp(-std::fabs(mid)); }
+
 // The log-probability of x's bin under one logistic (mean mu, raw log-scale s) and, when kGrad,
 // its derivatives in mu and s. Branch-free: every case is computed and one selected.
 template <typename T, bool kGrad>
@@ -56,11 +77,13 @@ FASTGEN_INLINE T logistic_bin(T x, T mu, T s_raw, T half, T log_bin, T* dmu, T* 
   const T inv = exp_fast(-s);
   const T cen = x - mu;
   const T p = inv * (cen + half), q = inv * (cen - half), mid = inv * cen;
-  const T ep = exp_fast(-std::fabs(p)), eq = exp_fast(-std::fabs(q)), em = exp_fast(-std::fabs(mid));
+  const T ep = exp_fast(-std::fabs(p)), eq = exp_fast(-std::fabs(q));
+  const T em = exp_neg_abs_mid(ep, eq, p, q, mid);
   const T rp = T(1) / (T(1) + ep), rq = T(1) / (T(1) + eq), rm = T(1) / (T(1) + em);
   const T sig_p = p >= T(0) ? rp : ep * rp, sig_q = q >= T(0) ? rq : eq * rq;
   // Single comparisons feeding selects (no && or ||), so that the loops calling this vectorise.
-  const T tail = (q >= T(0) ? eq : ep) * one_minus_exp_neg(p - q) * rp * rq;
+  // Same signs: delta = e_far (1 - e^-(p - q)) / ((1 + e_p)(1 + e_q)), no cancellation.
+  const T tail = (q >= T(0) ? eq : ep) * one_minus_exp_gap(ep, eq, p, q) * rp * rq;
   const T delta = q >= T(0) ? tail : (p < T(0) ? tail : sig_p - sig_q);
   enum : int { kBottom, kTop, kInner, kSmall };
   const int which = x < T(-kEdge) ? kBottom : (x > T(kEdge) ? kTop : (delta > T(kSmallBin) ? kInner : kSmall));
