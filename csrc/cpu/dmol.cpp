@@ -34,16 +34,16 @@
 #include <tuple>
 #include <vector>
 
+#include "dmol.h"
 #include "fast_math.h"
 
 namespace fastgen {
 namespace {
 
 constexpr int64_t kChunk = 256;
-constexpr double kLogScaleMin = -7.0;
-constexpr double kEdge = 0.999;
-constexpr double kSmallBin = 1e-5;
-constexpr double kNoiseEps = 1e-5;
+constexpr double kLogScaleMin = kDmolLogScaleMin;
+constexpr double kEdge = kDmolEdge;
+constexpr double kSmallBin = kDmolSmallBin;
 
 struct Shape {
   int64_t N, C, M, HW;
@@ -119,7 +119,7 @@ struct Block {
 
 // Channel of component k's mean (what 0), log-scale (1) or coefficient (2) for colour c.
 FASTGEN_INLINE int64_t param_channel(const Shape& d, int64_t c, int64_t what, int64_t k) {
-  return d.M + c * (d.C == 3 ? 3 : 2) * d.M + what * d.M + k;
+  return dmol_param_channel(d.C, d.M, c, what, k);
 }
 
 // Per-pixel log-normaliser of the mixture logits.
@@ -373,35 +373,6 @@ at::Tensor dmol_nll_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_
   return grad_params;
 }
 
-// Sampling: Gumbel-max over the logits picks the component, then each colour in turn is drawn from
-// its logistic, coupled to the colours before it, clamped to [-1, 1] and rounded to the grid.
-template <typename scalar_t, typename acc_t>
-void sample_pixel(const Shape& d, const scalar_t* params, const scalar_t* noise, scalar_t* out, int64_t HW,
-                  acc_t steps) {
-  auto u_at = [&](int64_t ch) {
-    const acc_t u = static_cast<acc_t>(noise[ch * HW]);
-    return u < acc_t(kNoiseEps) ? acc_t(kNoiseEps) : (u > acc_t(1 - kNoiseEps) ? acc_t(1 - kNoiseEps) : u);
-  };
-  int64_t best = 0;
-  acc_t best_score = 0;
-  for (int64_t k = 0; k < d.M; ++k) {
-    const acc_t score = static_cast<acc_t>(params[k * HW]) - std::log(-std::log(u_at(k)));
-    if (k == 0 || score > best_score) best = k, best_score = score;
-  }
-  auto at_ch = [&](int64_t c, int64_t what) { return static_cast<acc_t>(params[param_channel(d, c, what, best) * HW]); };
-  acc_t value[3];
-  for (int64_t c = 0; c < d.C; ++c) {
-    const acc_t u = u_at(d.M + c);
-    const acc_t s = std::max(at_ch(c, 1), acc_t(kLogScaleMin));
-    acc_t v = at_ch(c, 0) + std::exp(s) * (std::log(u) - std::log1p(-u));
-    if (c == 1) v += std::tanh(at_ch(0, 2)) * value[0];
-    if (c == 2) v += std::tanh(at_ch(1, 2)) * value[0] + std::tanh(at_ch(2, 2)) * value[1];
-    v = std::min(std::max(v, acc_t(-1)), acc_t(1));
-    value[c] = std::nearbyint((v + acc_t(1)) * (steps / acc_t(2))) * (acc_t(2) / steps) - acc_t(1);
-    out[c * HW] = static_cast<scalar_t>(value[c]);
-  }
-}
-
 at::Tensor dmol_sample_cpu(const at::Tensor& params_in, const at::Tensor& noise_in, int64_t nr_mix, int64_t levels) {
   TORCH_CHECK(noise_in.dim() == 4 && (noise_in.size(1) == nr_mix + 1 || noise_in.size(1) == nr_mix + 3),
               "dmol_sample: noise must be (N, nr_mix + C, H, W) with C = 1 or 3, got ", noise_in.sizes());
@@ -418,8 +389,10 @@ at::Tensor dmol_sample_cpu(const at::Tensor& params_in, const at::Tensor& noise_
     at::parallel_for(0, d.N * d.HW, 256, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n = t / d.HW, i = t % d.HW;
-        sample_pixel<scalar_t, acc_t>(d, pp + n * K * d.HW + i, up + n * (nr_mix + C) * d.HW + i,
-                                      op + n * C * d.HW + i, d.HW, acc_t(levels - 1));
+        acc_t value[3];
+        dmol_draw_pixel<scalar_t, acc_t>(C, nr_mix, pp + n * K * d.HW + i, d.HW, up + n * (nr_mix + C) * d.HW + i,
+                                         d.HW, levels, value);
+        for (int64_t c = 0; c < C; ++c) op[(n * C + c) * d.HW + i] = static_cast<scalar_t>(value[c]);
       }
     });
   });

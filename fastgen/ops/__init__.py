@@ -9,8 +9,10 @@ from fastgen.ops.gan_loss import gan_loss
 from fastgen.ops.gated_activation import gated_activation
 from fastgen.ops.gradient_penalty import gradient_penalty
 from fastgen.ops.masked_conv2d import masked_conv2d
+from fastgen.ops.pixelcnnpp_sampling import pixelcnnpp_sample_row
 from fastgen.ops.reparameterize import reparameterize
 from fastgen.ops.vae_nelbo import vae_nelbo
 
-__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "gan_loss", "gated_activation", "gated_pixelcnn_sample", "gradient_penalty",
-           "implementations", "masked_conv2d", "pixelcnn_sample", "reparameterize", "use_reference", "vae_nelbo"]
+__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "gan_loss", "gated_activation", "gated_pixelcnn_sample",
+           "gradient_penalty", "implementations", "masked_conv2d", "pixelcnn_sample", "pixelcnnpp_sample_row",
+           "reparameterize", "use_reference", "vae_nelbo"]

@@ -80,3 +80,9 @@ lib.define("dmol_nll_backward(Tensor grad, Tensor x, Tensor params, Tensor pixel
 # dmol_sample: one draw per pixel from the mixture, noise (N, nr_mix + C, H, W) uniform in [0, 1)
 # -> (N, C, H, W) in [-1, 1] on the grid of `levels` values.
 lib.define("dmol_sample(Tensor params, Tensor noise, int nr_mix, int levels) -> Tensor")
+
+# pixelcnnpp_sample_row: the pixel stream of PixelCNN++'s cached sampler for one image row: every
+# ul-stream layer, the head and the draw at each pixel, updating the layer caches and the image in
+# place (the caches, the program layout and the reference: fastgen/sampling/pixelcnnpp.py).
+lib.define("pixelcnnpp_sample_row(Tensor(a!)[] caches, Tensor[] weights, int[] program, Tensor(b!) image, "
+           "Tensor known, Tensor noise, int row, int nr_mix, int levels) -> ()")
