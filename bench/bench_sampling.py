@@ -1,8 +1,10 @@
-"""Sampling speed of PixelCNN and Gated PixelCNN: cached sampling (fused kernel), the same caching
-in eager PyTorch ops per layer (the reference), and naive sampling, each against the time of one
-forward pass of the same model on the same batch. Rows go to bench/results/sampling/<device>.csv.
+"""Sampling speed of PixelCNN, Gated PixelCNN and PixelCNN++: cached sampling (fused kernel), the
+same caching in eager PyTorch ops per layer (the reference), and naive sampling, each against the
+time of one forward pass of the same model on the same batch. Rows go to
+bench/results/sampling/<device>.csv.
 
-    python -m bench.bench_sampling                    # both models, batch 1 and 16, 28x28, levels=2
+    python -m bench.bench_sampling                    # PixelCNN and Gated PixelCNN at batch 1 and 16
+                                                      # (28x28, levels=2), PixelCNN++ at batch 4 (3x32x32)
     python -m bench.bench_sampling --batch 1 16 256 --device cuda
     python -m bench.bench_sampling --markdown         # the latest run as a README table
 
@@ -25,20 +27,30 @@ import torch
 import fastgen
 from bench.harness import append_rows, device_name, device_slug, git_commit
 from bench.table import latest_run
-from fastgen.models import GatedPixelCNN, PixelCNN
+from fastgen.models import GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.sampling import draw_noise, naive_sample
+from fastgen.sampling.pixelcnnpp import naive_sample_dmol
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling")
 COLUMNS = ("model", "batch", "provider", "median_ms", "p20_ms", "p80_ms", "note", "device", "torch", "commit", "date")
 PROVIDERS = ("forward", "cached", "cached-eager", "naive")
 SIZE = 28
+MODELS = ("GatedPixelCNN", "PixelCNN", "PixelCNNpp")
+DEFAULT_BATCHES = {"GatedPixelCNN": [1, 16], "PixelCNN": [1, 16], "PixelCNNpp": [4]}
+# The op whose implementation serves each model's cached sampler.
+SAMPLER_OPS = {"GatedPixelCNN": "gated_pixelcnn_sample", "PixelCNN": "pixelcnn_sample",
+               "PixelCNNpp": "pixelcnnpp_sample_row"}
 
 
 def build(name: str, quick: bool, device: torch.device) -> torch.nn.Module:
-    """The benchmark models: 10 gated layers or 12 mask-B blocks of 128 channels, 28x28, levels=2."""
+    """The benchmark models: 10 gated layers or 12 mask-B blocks of 128 channels, 28x28, levels=2;
+    PixelCNN++ with nr_filters=64, nr_resnet=2, nr_mix=10 on 3x32x32, levels=256."""
     torch.manual_seed(0)
     width, size = (16, 8) if quick else (128, SIZE)
-    if name == "GatedPixelCNN":
+    if name == "PixelCNNpp":
+        model = PixelCNNpp(3, 256, 8 if quick else 32, nr_resnet=1 if quick else 2, nr_filters=8 if quick else 64,
+                           nr_mix=3 if quick else 10)
+    elif name == "GatedPixelCNN":
         model = GatedPixelCNN(1, 2, size, hidden_channels=width, n_layers=2 if quick else 10)
     else:
         model = PixelCNN(1, 2, size, hidden_channels=width, n_layers=2 if quick else 12)
@@ -47,12 +59,17 @@ def build(name: str, quick: bool, device: torch.device) -> torch.nn.Module:
 
 def providers(model, n: int, naive_rows: int, device: torch.device) -> dict[str, Callable[[], object]]:
     """Each provider as a no-argument call on the same batch and noise."""
-    _, height, width = (model.in_channels, *model.image_size)
-    noise = draw_noise(n, (model.in_channels, height, width), generator=torch.Generator().manual_seed(0), device=device)
+    height, width = model.image_size
+    noise = draw_noise(n, model.noise_shape, generator=torch.Generator().manual_seed(0), device=device)
     x = torch.randint(0, model.levels, (n, model.in_channels, height, width), device=device)
     # Naive sampling over the first rows only: the later rows are marked known, so it skips them.
     known = torch.zeros_like(x, dtype=torch.bool)
     known[:, :, naive_rows:] = True
+
+    def naive():
+        if isinstance(model, PixelCNNpp):
+            return naive_sample_dmol(model, x, known.all(dim=1), noise, None)
+        return naive_sample(lambda image: model.logits(image, None, None), x, known, noise)
 
     def cached_eager():
         with fastgen.use_reference():
@@ -62,7 +79,7 @@ def providers(model, n: int, naive_rows: int, device: torch.device) -> dict[str,
         "forward": lambda: model(x),
         "cached": lambda: model.sample(n, noise=noise),
         "cached-eager": cached_eager,
-        "naive": lambda: naive_sample(lambda image: model.logits(image, None, None), x, known, noise),
+        "naive": naive,
     }
 
 
@@ -86,8 +103,7 @@ def measure(model_name: str, n: int, repeats: int, naive_rows: int, quick: bool,
                 times[name].append(ms * height / naive_rows if name == "naive" else ms)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     common = {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(), "date": stamp}
-    implementation = fastgen.ops.implementations()[
-        "pixelcnn_sample" if model_name == "PixelCNN" else "gated_pixelcnn_sample"][device.type.upper()]
+    implementation = fastgen.ops.implementations()[SAMPLER_OPS[model_name]][device.type.upper()]
     notes = {"naive": f"timed over {naive_rows} of {height} rows, scaled by {height / naive_rows:g}",
              "cached": implementation, "cached-eager": "reference", "forward": ""}
     rows = []
@@ -121,8 +137,9 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_sampling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--model", choices=("GatedPixelCNN", "PixelCNN"), action="append")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="batch sizes (default: 1 and 16; PixelCNN++: 4)")
+    parser.add_argument("--model", choices=MODELS, action="append")
     # Fewer than about 10 repeats let one slow stretch of a noisy machine move a median by 30%.
     parser.add_argument("--repeats", type=int, default=11, help="timed repetitions per provider (default 11)")
     parser.add_argument("--naive-rows", type=int, default=1, help="rows naive sampling is timed over (default 1)")
@@ -142,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--markdown: no sampling results in {out}")
         print(table(latest_run(rows)))
         return 0
-    if min(args.batch) < 1 or args.naive_rows < 1 or args.repeats < 1:
+    if min(args.batch or [1]) < 1 or args.naive_rows < 1 or args.repeats < 1:
         parser.error("--batch, --naive-rows and --repeats must be positive")
 
     rows = []
-    for model_name in args.model or ("GatedPixelCNN", "PixelCNN"):
-        for n in args.batch:
+    for model_name in args.model or MODELS:
+        for n in args.batch or DEFAULT_BATCHES[model_name]:
             new = measure(model_name, n, args.repeats, args.naive_rows, args.quick, device)
             append_rows(out, new, COLUMNS)
             rows += new

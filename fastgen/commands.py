@@ -1,6 +1,6 @@
 """The ``fastgen train``, ``fastgen sample`` and ``fastgen eval`` commands (parsed in fastgen/cli.py).
 
-``train`` covers every model: PixelCNN and Gated PixelCNN and the VAE with the likelihood trainer
+``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++ and the VAE with the likelihood trainer
 (``fastgen.train.Trainer``), DCGAN and the MLP GAN with ``fastgen.train.GANTrainer``."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-MODELS = ("pixelcnn", "gated-pixelcnn", "vae", "dcgan", "mlp-gan")
+MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan")
 GANS = ("dcgan", "mlp-gan")
 
 
@@ -35,7 +35,7 @@ def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
 
 
 def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
-    from fastgen.models import DCGAN, MLPGAN, VAE, GatedPixelCNN, PixelCNN
+    from fastgen.models import DCGAN, MLPGAN, VAE, GatedPixelCNN, PixelCNN, PixelCNNpp
 
     channels, height, width = train.shape
     if args.conditional and train.labels is None:
@@ -52,6 +52,13 @@ def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
         if name == "dcgan":
             return DCGAN(channels, train.levels, height, width=args.hidden // 2, norm=args.norm, **common)
         return MLPGAN(channels, train.levels, height, hidden=args.hidden * 4, **common)
+    if name == "pixelcnnpp":
+        try:
+            return PixelCNNpp(channels, train.levels, (height, width), nr_resnet=args.layers, nr_filters=args.hidden,
+                              nr_mix=args.nr_mix, dropout=args.dropout, n_classes=n_classes,
+                              weight_norm=args.weight_norm)
+        except ValueError as e:
+            raise SystemExit(f"fastgen train pixelcnnpp on {train.name}: {e}") from None
     common = dict(in_channels=channels, levels=train.levels, image_size=(height, width),
                   hidden_channels=args.hidden, n_layers=args.layers, n_classes=n_classes)
     if name == "pixelcnn":
@@ -158,7 +165,7 @@ def sample(args: argparse.Namespace) -> int:
     elif args.cls is not None:
         raise SystemExit("fastgen sample: --class given, but the model is not class-conditional")
     partial = _partial(args.partial, model, args.n, args.keep_rows) if args.partial else None
-    noise = draw_noise(args.n, (model.in_channels, *model.image_size), generator=torch.Generator().manual_seed(args.seed))
+    noise = draw_noise(args.n, model.noise_shape, generator=torch.Generator().manual_seed(args.seed))
     mine = shard(torch.arange(args.n), rank, world)
     images = torch.empty(0, model.in_channels, *model.image_size, dtype=torch.long)
     if latent_model:  # one process draws them all: latent models sample in one batch
@@ -226,9 +233,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--conditional", action="store_true", help="condition on the data set's class labels")
     t.add_argument("--hidden", type=int, default=64,
                    help="hidden channels (default 64); vae and mlp-gan layers are 4x wider, dcgan's first is 1/2")
-    t.add_argument("--layers", type=int, default=6, help="layers / residual blocks (default 6)")
+    t.add_argument("--layers", type=int, default=6,
+                   help="layers / residual blocks (default 6); pixelcnnpp: gated resnets per resolution")
     t.add_argument("--kernel-size", type=int, default=None, help="default 5 (gated-pixelcnn), 3 (pixelcnn)")
-    t.add_argument("--dropout", type=float, default=0.0, help="gated-pixelcnn only")
+    t.add_argument("--dropout", type=float, default=0.0, help="gated-pixelcnn, pixelcnnpp (default 0)")
+    t.add_argument("--nr-mix", type=int, default=5, help="pixelcnnpp: logistic mixture components (default 5)")
+    t.add_argument("--weight-norm", action="store_true", help="pixelcnnpp: weight-normalise every convolution")
     t.add_argument("--latent-dim", type=int, default=16, help="vae, dcgan, mlp-gan: latent size (default 16)")
     t.add_argument("--likelihood", default="categorical", choices=("bernoulli", "categorical", "gaussian", "logistic"),
                    help="vae: p(x|z) (default categorical)")

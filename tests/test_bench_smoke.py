@@ -60,7 +60,7 @@ def test_sampling_benchmark_runs_every_provider(tmp_path, capsys):
     assert sampling_main(["--quick", "--batch", "1", "--repeats", "1", "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert {(r["model"], r["provider"]) for r in rows} == {
-        (m, p) for m in ("GatedPixelCNN", "PixelCNN") for p in ("forward", "cached", "cached-eager", "naive")}
+        (m, p) for m in ("GatedPixelCNN", "PixelCNN", "PixelCNNpp") for p in ("forward", "cached", "cached-eager", "naive")}
     assert all(float(r["median_ms"]) > 0 for r in rows)
     assert "scaled by 8" in capsys.readouterr().out
     assert sampling_main(["--markdown", "--out", str(out)]) == 0

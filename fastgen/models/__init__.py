@@ -3,7 +3,8 @@ from fastgen.models.autoregressive import AutoregressiveImageModel
 from fastgen.models.gan import DCGAN, GAN, MLPGAN
 from fastgen.models.gated_pixelcnn import GatedPixelCNN
 from fastgen.models.pixelcnn import PixelCNN
+from fastgen.models.pixelcnnpp import PixelCNNpp
 from fastgen.models.vae import VAE, Autoencoder, LikelihoodEstimate
 
 __all__ = ["DCGAN", "GAN", "MLPGAN", "AutoregressiveImageModel", "Autoencoder", "GatedPixelCNN", "LikelihoodEstimate",
-           "PixelCNN", "VAE"]
+           "PixelCNN", "PixelCNNpp", "VAE"]

@@ -120,6 +120,11 @@ class AutoregressiveImageModel(nn.Module):
         return out.view(n, self.in_channels, self.levels, height, width).transpose(1, 2)
 
     @property
+    def noise_shape(self) -> tuple[int, int, int]:
+        """The sampling noise per image: one uniform number per sub-pixel, (C, H, W)."""
+        return (self.in_channels, *self.image_size)
+
+    @property
     def dims(self) -> int:
         """Sub-pixels per image (the 'dim' of bits/dim)."""
         return self.in_channels * self.image_size[0] * self.image_size[1]
@@ -190,7 +195,7 @@ class AutoregressiveImageModel(nn.Module):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         device = next(self.parameters()).device
-        shape = (self.in_channels, *self.image_size)
+        shape = self.noise_shape
         labels, cond_map = self.split_cond(cond, n)
         if noise is None:
             noise = draw_noise(n, shape, generator=generator, device=device)

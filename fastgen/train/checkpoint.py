@@ -27,8 +27,8 @@ from fastgen import models
 
 FORMAT, VERSION = "fastgen-checkpoint", 1
 CONFIG, WEIGHTS, EMA_WEIGHTS, TRAINING = "config.json", "model.safetensors", "ema.safetensors", "training.pt"
-MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN, models.VAE, models.Autoencoder,
-                                               models.DCGAN, models.MLPGAN)}
+MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN, models.PixelCNNpp, models.VAE,
+                                               models.Autoencoder, models.DCGAN, models.MLPGAN)}
 
 
 def _umask() -> int:
