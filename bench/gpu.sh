@@ -64,8 +64,8 @@ FASTGEN_REQUIRE_EXT=1 limited 120 "$PY" -m pytest -q -p no:cacheprovider -rfE te
 tail -5 "$OUT/tests-sampler.txt"
 
 step "sampling benchmark"
-limited 150 "$PY" -m bench.bench_sampling --device cuda --batch 1 16 256 --repeats 5 --out "$OUT/sampling.csv" \
-  || status=1
+limited 150 "$PY" -m bench.bench_sampling --device cuda --model GatedPixelCNN --model PixelCNN --batch 1 16 256 \
+  --repeats 5 --out "$OUT/sampling.csv" || status=1
 
 step "every other op on the GPU: tests"
 FASTGEN_REQUIRE_EXT=1 limited 150 "$PY" -m pytest -q -p no:cacheprovider -rfE ${XDIST[@]+"${XDIST[@]}"} -k "cuda or triton" \
@@ -75,6 +75,10 @@ tail -5 "$OUT/tests-ops.txt"
 step "op benchmarks, forward+backward"
 limited 90 "$PY" -m bench --device cuda --modes fwd+bwd --providers reference,fastgen --out "$OUT/ops.csv" \
   2>&1 | grep -v -E "USDT|profiler" || status=1
+
+step "PixelCNN++ sampling (its pixel stream runs the reference on the GPU)"
+limited 90 "$PY" -m bench.bench_sampling --device cuda --model PixelCNNpp --repeats 3 --out "$OUT/sampling.csv" \
+  || status=1
 
 step "op benchmarks against torch.compile, while the budget lasts"
 limited 600 "$PY" -m bench --device cuda --modes fwd+bwd --out "$OUT/ops-compiled.csv" 2>&1 \

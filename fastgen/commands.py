@@ -165,7 +165,8 @@ def sample(args: argparse.Namespace) -> int:
     elif args.cls is not None:
         raise SystemExit("fastgen sample: --class given, but the model is not class-conditional")
     partial = _partial(args.partial, model, args.n, args.keep_rows) if args.partial else None
-    noise = draw_noise(args.n, model.noise_shape, generator=torch.Generator().manual_seed(args.seed))
+    noise = None if latent_model else draw_noise(args.n, model.noise_shape,
+                                                 generator=torch.Generator().manual_seed(args.seed))
     mine = shard(torch.arange(args.n), rank, world)
     images = torch.empty(0, model.in_channels, *model.image_size, dtype=torch.long)
     if latent_model:  # one process draws them all: latent models sample in one batch
