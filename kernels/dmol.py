@@ -190,7 +190,7 @@ def _to_grid(v, steps):
     t = (v + 1.0) * (steps / 2.0)
     r = tl.floor(t + 0.5)
     r = tl.where((r - t == 0.5) & (r - 2.0 * tl.floor(r / 2.0) == 1.0), r - 1.0, r)
-    return r * (2.0 / steps) - 1.0
+    return (2.0 * r - steps) / steps
 
 
 @triton.jit

@@ -40,6 +40,11 @@ def grid_images(n, c, h, w, levels, device="cpu", dtype=torch.float32):
     return x.to(dtype)
 
 
+def grid_index(values, levels):
+    """Values on the grid of ``levels`` values in [-1, 1] as integer levels."""
+    return torch.round((values.double() + 1) * (levels - 1) / 2).long()
+
+
 def sample_inputs(sample, device="cpu", dtype=torch.float32, requires_grad=False):
     n, c, m, h, w, levels = sample
     x = grid_images(n, c, h, w, levels, device, dtype)
@@ -221,13 +226,13 @@ def test_sample_matches_reference(make_impl, sample, poison):
     n, c, m, h, w, levels = sample
     _, params, _, _ = sample_inputs(sample, device, torch.float64)
     noise = torch.rand(n, m + c, h, w, device=device, dtype=torch.float64)
-    got = draw(params, noise, m, levels)
-    torch.testing.assert_close(got, dmol_sample_reference(params, m, noise, levels), rtol=0, atol=0)
+    got, want = draw(params, noise, m, levels), dmol_sample_reference(params, m, noise, levels)
+    assert torch.equal(grid_index(got, levels), grid_index(want, levels))  # the same draws
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)  # the grid values, to rounding
     # float32: the same draws but where a value lies within rounding of a bin boundary.
-    got32 = draw(params.float(), noise, m, levels).double()
-    want32 = dmol_sample_reference(params.float(), m, noise, levels).double()
-    step = 2.0 / (levels - 1)
-    assert (got32 - want32).abs().max() <= step + 1e-6
+    got32 = grid_index(draw(params.float(), noise, m, levels), levels)
+    want32 = grid_index(dmol_sample_reference(params.float(), m, noise, levels), levels)
+    assert (got32 - want32).abs().max() <= 1
     assert (got32 != want32).double().mean() <= 0.01
 
 
@@ -256,10 +261,8 @@ def test_sample_frequencies_match_the_likelihood(channels, levels):
     x = outcomes.view(-1, channels, 1, 1)
     prob = torch.exp(-fastgen.ops.dmol_nll(x, params.expand(len(x), -1, -1, -1), nr_mix=m, levels=levels))
     assert abs(prob.sum().item() - 1) < 1e-6
-    def index(v):  # values on the grid as integer levels
-        return torch.round((v + 1) * (levels - 1) / 2).long()
-
-    freq = (index(drawn).view(draws, 1, channels) == index(outcomes).view(1, -1, channels)).all(-1).double().mean(0)
+    drawn, outcomes = grid_index(drawn, levels), grid_index(outcomes, levels)
+    freq = (drawn.view(draws, 1, channels) == outcomes.view(1, -1, channels)).all(-1).double().mean(0)
     assert (freq - prob).abs().max() < 4 * (prob * (1 - prob) / draws).sqrt().max() + 1e-3
 
 

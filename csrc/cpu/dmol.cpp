@@ -386,13 +386,15 @@ at::Tensor dmol_sample_cpu(const at::Tensor& params_in, const at::Tensor& noise_
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t *pp = params.const_data_ptr<scalar_t>(), *up = noise.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, d.N * d.HW, 256, [&](int64_t begin, int64_t end) {
+    const int64_t blocks = (d.HW + kDmolDrawChunk - 1) / kDmolDrawChunk;
+    at::parallel_for(0, d.N * blocks, 4, [&](int64_t begin, int64_t end) {
+      acc_t value[3][kDmolDrawChunk];
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / d.HW, i = t % d.HW;
-        acc_t value[3];
-        dmol_draw_pixel<scalar_t, acc_t>(C, nr_mix, pp + n * K * d.HW + i, d.HW, up + n * (nr_mix + C) * d.HW + i,
-                                         d.HW, levels, value);
-        for (int64_t c = 0; c < C; ++c) op[(n * C + c) * d.HW + i] = static_cast<scalar_t>(value[c]);
+        const int64_t n = t / blocks, p0 = (t % blocks) * kDmolDrawChunk, len = std::min(kDmolDrawChunk, d.HW - p0);
+        dmol_draw_block<scalar_t, acc_t>(C, nr_mix, pp + n * K * d.HW + p0, d.HW, up + n * (nr_mix + C) * d.HW + p0,
+                                         d.HW, len, levels, value);
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t i = 0; i < len; ++i) op[(n * C + c) * d.HW + p0 + i] = static_cast<scalar_t>(value[c][i]);
       }
     });
   });

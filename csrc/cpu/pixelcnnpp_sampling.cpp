@@ -230,11 +230,11 @@ struct RowSampler {
     for (int64_t m = 0; m < M; ++m) {
       const int64_t n = n0 + m;
       if (known[n * HW + i * W + j]) continue;
-      T value[3];
-      dmol_draw_pixel<T, T>(colours, nr_mix, h.data() + m * head.size(1), 1, noise + n * (nr_mix + colours) * HW + i * W + j,
-                            HW, levels, value);
+      T value[3][kDmolDrawChunk];
+      dmol_draw_block<T, T>(colours, nr_mix, h.data() + m * head.size(1), 1,
+                            noise + n * (nr_mix + colours) * HW + i * W + j, HW, 1, levels, value);
       for (int64_t c = 0; c < colours; ++c) {
-        const int64_t level = static_cast<int64_t>(std::nearbyint((value[c] + T(1)) * (steps / T(2))));
+        const int64_t level = static_cast<int64_t>(std::nearbyint((value[c][0] + T(1)) * (steps / T(2))));
         image[(n * colours + c) * HW + i * W + j] = level;
         *x.at(n, c, i, j) = static_cast<T>(level) * static_cast<T>(2.0 / (levels - 1)) - T(1);
       }

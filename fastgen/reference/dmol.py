@@ -113,5 +113,5 @@ def dmol_sample_reference(params: torch.Tensor, nr_mix: int, noise: torch.Tensor
         if c > 0:
             coeff = pick(coeffs)
             value = value + (coeff[:, 0] * out[0] if c == 1 else coeff[:, 1] * out[0] + coeff[:, 2] * out[1])
-        out.append(torch.round((value.clamp(-1, 1) + 1) * (steps / 2)) * (2 / steps) - 1)
+        out.append((2 * torch.round((value.clamp(-1, 1) + 1) * (steps / 2)) - steps) / steps)
     return torch.stack(out, dim=1)
