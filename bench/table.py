@@ -1,4 +1,4 @@
-"""Markdown table of one benchmark run, for the README: ``python -m bench.table [CSV ...]``.
+"""Markdown table of one benchmark run, for the README: ``python -m bench.table [--commit C] [CSV ...]``.
 
 A run is the set of rows sharing a commit and device; by default the newest run in each file.
 """
@@ -41,11 +41,17 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("csv", nargs="*", help="result files (default: every bench/results/*.csv)")
+    parser.add_argument("--commit", default=None, help="the run of this commit (default: the newest run)")
+    parser.add_argument("--op", action="append", help="only these ops (repeatable)")
     args = parser.parse_args(argv)
     paths = args.csv or sorted(glob.glob(os.path.join(RESULTS_DIR, "*.csv")))
     for path in paths:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
+        if args.commit:
+            rows = [r for r in rows if r["commit"] == args.commit]
+        if args.op:
+            rows = [r for r in rows if r["op"] in args.op]
         if rows:
             print(markdown(latest_run(rows)))
             print()
