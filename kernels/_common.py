@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import triton
 import triton.language as tl
 
 
@@ -15,3 +16,15 @@ def dot_precision(device: torch.device) -> str:
     if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+@triton.jit
+def logsumexp_planes(base, offs, ok, plane, count, ACC: tl.constexpr):
+    """logsumexp over ``count`` planes ``plane`` elements apart, at the positions ``offs`` of ``base``."""
+    m = tl.load(base + offs, mask=ok, other=0.0).to(ACC)
+    for k in range(1, count):
+        m = tl.maximum(m, tl.load(base + k * plane + offs, mask=ok, other=0.0).to(ACC))
+    s = tl.zeros_like(m)
+    for k in range(0, count):
+        s += tl.exp(tl.load(base + k * plane + offs, mask=ok, other=0.0).to(ACC) - m)
+    return m + tl.log(s)

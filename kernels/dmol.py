@@ -16,15 +16,20 @@ import triton.language as tl
 from fastgen.reference.categorical_nll import accumulation_dtype
 from fastgen.reference.dmol import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN
 
-from ._common import compute_dtype
+from ._common import compute_dtype, logsumexp_planes
 
 _BLOCK = 128
+# The reference's constants, as compile-time constants of the kernels.
+_LOG_SCALE_MIN = tl.constexpr(LOG_SCALE_MIN)
+_EDGE = tl.constexpr(EDGE)
+_SMALL_BIN = tl.constexpr(SMALL_BIN)
+_NOISE_EPS = tl.constexpr(NOISE_EPS)
 
 
 @triton.jit
 def _bin(x, mu, s_raw, half, log_bin):
     """(lp, dlp/dmu, dlp/ds) of x's bin under one logistic; see csrc/cpu/dmol.cpp."""
-    s = tl.maximum(s_raw, LOG_SCALE_MIN)
+    s = tl.maximum(s_raw, _LOG_SCALE_MIN)
     inv = tl.exp(-s)
     cen = x - mu
     p = inv * (cen + half)
@@ -44,9 +49,9 @@ def _bin(x, mu, s_raw, half, log_bin):
                          1.0 - tl.exp(-gap))
     tail = tl.where(q >= 0, eq, ep) * one_minus * rp * rq
     delta = tl.where((q >= 0) | (p < 0), tail, sig_p - sig_q)
-    bottom = x < -EDGE
-    top = x > EDGE
-    inner = (~bottom) & (~top) & (delta > SMALL_BIN)
+    bottom = x < -_EDGE
+    top = x > _EDGE
+    inner = (~bottom) & (~top) & (delta > _SMALL_BIN)
     small = (~bottom) & (~top) & (~inner)
     lp_bottom = tl.minimum(p, 0.0) - tl.log(1.0 + ep)
     lp_top = -tl.maximum(q, 0.0) - tl.log(1.0 + eq)
@@ -59,19 +64,8 @@ def _bin(x, mu, s_raw, half, log_bin):
     dmid = tl.where(small, tl.where(mid >= 0, em - 1.0, 1.0 - em) * rm, 0.0)
     dmu = -inv * (dp + dq + dmid)
     ds = -(p * dp + q * dq + mid * dmid) - tl.where(small, 1.0, 0.0)
-    ds = tl.where(s_raw < LOG_SCALE_MIN, 0.0, ds)
+    ds = tl.where(s_raw < _LOG_SCALE_MIN, 0.0, ds)
     return lp, dmu, ds
-
-
-@triton.jit
-def _logit_lse(p_base, offs, ok, HW, M, ACC: tl.constexpr):
-    m = tl.load(p_base + offs, mask=ok, other=0.0).to(ACC)
-    for k in range(1, M):
-        m = tl.maximum(m, tl.load(p_base + k * HW + offs, mask=ok, other=0.0).to(ACC))
-    total = tl.zeros_like(m)
-    for k in range(0, M):
-        total += tl.exp(tl.load(p_base + k * HW + offs, mask=ok, other=0.0).to(ACC) - m)
-    return m + tl.log(total)
 
 
 @triton.jit
@@ -87,7 +81,7 @@ def _nll_fwd_kernel(x_ptr, p_ptr, lp_ptr, part_ptr, HW, M, half, log_bin, C: tl.
     if C == 3:
         x1 = tl.load(x_base + HW + offs, mask=ok, other=0.0).to(ACC)
         x2 = tl.load(x_base + 2 * HW + offs, mask=ok, other=0.0).to(ACC)
-    lse = _logit_lse(p_base, offs, ok, HW, M, ACC)
+    lse = logsumexp_planes(p_base, offs, ok, HW, M, ACC)
     best = tl.full([BLOCK], -float("inf"), ACC)
     total = tl.zeros([BLOCK], ACC)
     for k in range(0, M):
@@ -140,7 +134,7 @@ def _nll_bwd_kernel(g_ptr, x_ptr, p_ptr, lp_ptr, gp_ptr, HW, M, half, log_bin, C
     if C == 3:
         x1 = tl.load(x_base + HW + offs, mask=ok, other=0.0).to(ACC)
         x2 = tl.load(x_base + 2 * HW + offs, mask=ok, other=0.0).to(ACC)
-    lse = _logit_lse(p_base, offs, ok, HW, M, ACC)
+    lse = logsumexp_planes(p_base, offs, ok, HW, M, ACC)
     OUT = gp_ptr.dtype.element_ty
     for k in range(0, M):
         a = tl.load(p_base + k * HW + offs, mask=ok, other=0.0).to(ACC)
@@ -179,7 +173,7 @@ def _nll_bwd_kernel(g_ptr, x_ptr, p_ptr, lp_ptr, gp_ptr, HW, M, half, log_bin, C
 
 @triton.jit
 def _logistic_draw(mean, s_raw, u):
-    s = tl.maximum(s_raw, LOG_SCALE_MIN)
+    s = tl.maximum(s_raw, _LOG_SCALE_MIN)
     return mean + tl.exp(s) * (tl.log(u) - tl.log(1.0 - u))
 
 
@@ -204,14 +198,14 @@ def _sample_kernel(p_ptr, u_ptr, out_ptr, HW, M, steps, C: tl.constexpr, ACC: tl
     best = tl.full([BLOCK], -float("inf"), ACC)
     choice = tl.zeros([BLOCK], tl.int32)
     for k in range(0, M):
-        u = tl.minimum(tl.maximum(tl.load(u_base + k * HW + offs, mask=ok, other=0.5).to(ACC), NOISE_EPS),
-                       1.0 - NOISE_EPS)
+        u = tl.minimum(tl.maximum(tl.load(u_base + k * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
+                       1.0 - _NOISE_EPS)
         score = tl.load(p_base + k * HW + offs, mask=ok, other=0.0).to(ACC) - tl.log(-tl.log(u))
         better = score > best
         choice = tl.where(better, k, choice)
         best = tl.where(better, score, best)
     b0 = M + choice
-    u0 = tl.minimum(tl.maximum(tl.load(u_base + M * HW + offs, mask=ok, other=0.5).to(ACC), NOISE_EPS), 1.0 - NOISE_EPS)
+    u0 = tl.minimum(tl.maximum(tl.load(u_base + M * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS), 1.0 - _NOISE_EPS)
     m0 = tl.load(p_base + b0 * HW + offs, mask=ok, other=0.0).to(ACC)
     s0 = tl.load(p_base + (b0 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
     v0 = _to_grid(_logistic_draw(m0, s0, u0), steps)
@@ -221,10 +215,10 @@ def _sample_kernel(p_ptr, u_ptr, out_ptr, HW, M, steps, C: tl.constexpr, ACC: tl
     if C == 3:
         b1 = b0 + 3 * M
         b2 = b1 + 3 * M
-        u1 = tl.minimum(tl.maximum(tl.load(u_base + (M + 1) * HW + offs, mask=ok, other=0.5).to(ACC), NOISE_EPS),
-                        1.0 - NOISE_EPS)
-        u2 = tl.minimum(tl.maximum(tl.load(u_base + (M + 2) * HW + offs, mask=ok, other=0.5).to(ACC), NOISE_EPS),
-                        1.0 - NOISE_EPS)
+        u1 = tl.minimum(tl.maximum(tl.load(u_base + (M + 1) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
+                        1.0 - _NOISE_EPS)
+        u2 = tl.minimum(tl.maximum(tl.load(u_base + (M + 2) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
+                        1.0 - _NOISE_EPS)
         t0 = _tanh(tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
         t1 = _tanh(tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
         t2 = _tanh(tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_dtype
+from ._common import compute_dtype, logsumexp_planes
 
 _BLOCK = 256
 _LIKELIHOODS = {"bernoulli": 0, "categorical": 1, "gaussian": 2, "logistic": 3}
@@ -32,17 +32,6 @@ def _sigmoid(v):
 @triton.jit
 def _clamp_log_scale(s):
     return tl.minimum(tl.maximum(s, -7.0), 7.0)
-
-
-@triton.jit
-def _logsumexp_planes(r, offs, ok, D, L, ACC: tl.constexpr):
-    m = tl.load(r + offs, mask=ok, other=0.0).to(ACC)
-    for lv in range(1, L):
-        m = tl.maximum(m, tl.load(r + lv * D + offs, mask=ok, other=0.0).to(ACC))
-    s = tl.zeros_like(m)
-    for lv in range(0, L):
-        s += tl.exp(tl.load(r + lv * D + offs, mask=ok, other=0.0).to(ACC) - m)
-    return m + tl.log(s)
 
 
 @triton.jit
@@ -70,7 +59,7 @@ def _recon_nll_kernel(r_ptr, x_ptr, part_ptr, D, P, levels, LIK: tl.constexpr, A
         nll = _softplus(rv) - tl.load(x + offs, mask=ok, other=0.0).to(ACC) * rv
     elif LIK == 1:
         target = tl.load(x + offs, mask=ok, other=0)
-        nll = _logsumexp_planes(r, offs, ok, D, P, ACC) - tl.load(r + target * D + offs, mask=ok, other=0.0).to(ACC)
+        nll = logsumexp_planes(r, offs, ok, D, P, ACC) - tl.load(r + target * D + offs, mask=ok, other=0.0).to(ACC)
     elif LIK == 2:
         s = _clamp_log_scale(tl.load(r + D + offs, mask=ok, other=0.0).to(ACC))
         diff = tl.load(x + offs, mask=ok, other=0.0).to(ACC) - tl.load(r + offs, mask=ok, other=0.0).to(ACC)
@@ -113,7 +102,7 @@ def _recon_grad_kernel(g_ptr, r_ptr, x_ptr, gr_ptr, D, P, levels, LIK: tl.conste
         tl.store(gr + offs, (g * (_sigmoid(rv) - tl.load(x + offs, mask=ok, other=0.0).to(ACC))).to(out_ty), mask=ok)
     elif LIK == 1:
         target = tl.load(x + offs, mask=ok, other=0)
-        lse = _logsumexp_planes(r, offs, ok, D, P, ACC)
+        lse = logsumexp_planes(r, offs, ok, D, P, ACC)
         for lv in range(0, P):
             z = tl.load(r + lv * D + offs, mask=ok, other=0.0).to(ACC)
             tl.store(gr + lv * D + offs, (g * (tl.exp(z - lse) - tl.where(target == lv, 1.0, 0.0))).to(out_ty),

@@ -82,6 +82,24 @@ def triton_kernels():
                       dict(g_ptr=ptr, z_ptr=ptr, t_ptr="*i64", lse_ptr=acc_ptr, gz_ptr=ptr, **sizes),
                       dict(ACC=acc, BLOCK=nll._BLOCK)))
         cases += _loss_kernels(dtype, ptr, acc_ptr, acc)
+        cases += _dmol_kernels(dtype, ptr, acc_ptr, acc)
+    return cases
+
+
+def _dmol_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:
+    """PixelCNN++'s mixture kernels: RGB and grey in float32, RGB in the other dtypes."""
+    from fastgen.kernels import dmol
+
+    cases = []
+    sizes = dict(HW="i32", M="i32", half="fp32", log_bin="fp32")
+    for c in (3, 1) if dtype == "fp32" else (3,):
+        const = dict(C=c, ACC=acc, BLOCK=dmol._BLOCK)
+        cases.append((f"dmol_nll_fwd[{dtype}, C={c}]", dmol._nll_fwd_kernel,
+                      dict(x_ptr=ptr, p_ptr=ptr, lp_ptr=acc_ptr, part_ptr=acc_ptr, **sizes), const))
+        cases.append((f"dmol_nll_bwd[{dtype}, C={c}]", dmol._nll_bwd_kernel,
+                      dict(g_ptr=ptr, x_ptr=ptr, p_ptr=ptr, lp_ptr=acc_ptr, gp_ptr=ptr, **sizes), const))
+        cases.append((f"dmol_sample[{dtype}, C={c}]", dmol._sample_kernel,
+                      dict(p_ptr=ptr, u_ptr=ptr, out_ptr=ptr, HW="i32", M="i32", steps="fp32"), const))
     return cases
 
 
