@@ -151,10 +151,17 @@ def test_sample_row_op_schema_and_bad_program():
             torch.rand(2, *model.noise_shape), 0, model.nr_mix, model.levels)
     torch.library.opcheck(torch.ops.fastgen.pixelcnnpp_sample_row.default, args,
                           test_utils=("test_schema", "test_faketensor"))
-    bad = list(plan.program)
-    bad[0] = 9
-    with pytest.raises(RuntimeError, match="pixelcnnpp_sample_row"):
-        torch.ops.fastgen.pixelcnnpp_sample_row(args[0], args[1], bad, *args[3:])
+    for field, value, match in [(0, 9, "unknown kind"), (2, 99, "output cache index out of range"),
+                                (1, 1, "does not have the size of its scale"),
+                                (7, len(plan.weights), "weights index out of range")]:
+        bad = list(plan.program)
+        bad[field] = value  # of the first node
+        with pytest.raises(RuntimeError, match=match):
+            torch.ops.fastgen.pixelcnnpp_sample_row(args[0], args[1], bad, *args[3:])
+    wrong = list(plan.weights)
+    wrong[0] = wrong[0][:-1]
+    with pytest.raises(RuntimeError, match="down-shifted weight has the wrong shape"):
+        torch.ops.fastgen.pixelcnnpp_sample_row(args[0], wrong, *args[2:])
     with pytest.raises(RuntimeError, match="must end with the head"):
         torch.ops.fastgen.pixelcnnpp_sample_row(args[0], args[1], plan.program[:-PROGRAM_FIELDS], *args[3:])
 

@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "dmol.h"
@@ -242,6 +244,66 @@ struct RowSampler {
   }
 };
 
+// Every index of a program node in range and every shape what its kernel will read, so that a
+// wrong program fails here with a message instead of reading outside a cache.
+void check_node(const Node& nd, size_t index, at::TensorList caches, at::TensorList weights, int64_t H, int64_t W,
+                int64_t nr_mix, int64_t colours) {
+  const auto fail = [&](const std::string& what) {
+    TORCH_CHECK(false, "pixelcnnpp_sample_row: program node ", index, " (kind ", nd.kind, "): ", what);
+  };
+  if (nd.kind < kUlInit || nd.kind > kHead) fail("unknown kind");
+  const int64_t n_caches = static_cast<int64_t>(caches.size()), n_weights = static_cast<int64_t>(weights.size());
+  // The cache at `scale` for the image size: (N, C, (H >> scale) + 1, (W >> scale) + 2).
+  auto cache = [&](int64_t i, int64_t scale, const char* role) -> const at::Tensor& {
+    if (i < 0 || i >= n_caches) fail(std::string(role) + " cache index out of range");
+    const at::Tensor& c = caches[i];
+    if (scale < 0 || c.size(2) != (H >> scale) + 1 || c.size(3) != (W >> scale) + 2)
+      fail(std::string(role) + " cache does not have the size of its scale");
+    return c;
+  };
+  const int64_t count = nd.kind == kUlInit ? 4 : nd.kind == kUpsample ? 5 : nd.kind == kResnet ? 6 : 2;
+  if (nd.weight < 0 || nd.weight + count > n_weights) fail("weights index out of range");
+  auto expect = [&](int64_t i, std::initializer_list<int64_t> shape, const char* what) {
+    if (weights[nd.weight + i].sizes() != at::IntArrayRef(shape)) fail(std::string(what) + " has the wrong shape");
+  };
+  const int64_t s = nd.scale;
+  if (nd.kind == kHead) {
+    const int64_t C = cache(nd.src, s, "source").size(1), K = nr_mix * (colours == 3 ? 10 : 3);
+    expect(0, {C, K}, "head weight");
+    expect(1, {K}, "head bias");
+    return;
+  }
+  const int64_t O = cache(nd.out, s, "output").size(1);
+  if (nd.kind == kUlInit) {
+    const int64_t C = cache(nd.src, s, "source").size(1);
+    expect(0, {3 * C, O}, "down-shifted weight");
+    expect(1, {O}, "down-shifted bias");
+    expect(2, {2 * C, O}, "right-shifted weight");
+    expect(3, {O}, "right-shifted bias");
+  } else if (nd.kind == kStrided) {
+    expect(0, {4 * cache(nd.src, s - 1, "source").size(1), O}, "weight");
+    expect(1, {O}, "bias");
+  } else if (nd.kind == kUpsample) {
+    const int64_t C = cache(nd.src, s + 1, "source").size(1);
+    for (int64_t t = 0; t < 4; ++t) expect(t, {C, O}, "tap weight");
+    expect(4, {O}, "bias");
+  } else {
+    if (cache(nd.src, s, "source").size(1) != O) fail("source and output channels differ (a residual block)");
+    const int64_t mid = cache(nd.mid, s, "inner").size(1);
+    int64_t skip = nd.skip0 >= 0 ? cache(nd.skip0, s, "shortcut").size(1) : 0;
+    skip += nd.skip1 >= 0 ? cache(nd.skip1, s, "shortcut").size(1) : 0;
+    if (skip == 0) fail("a gated resnet of the ul stream needs a shortcut input");
+    expect(0, {8 * O, mid}, "input conv weight");
+    expect(1, {mid}, "input conv bias");
+    expect(2, {2 * skip, mid}, "shortcut weight");
+    expect(3, {mid}, "shortcut bias");
+    expect(4, {8 * mid, 2 * O}, "output conv weight");
+    expect(5, {2 * O}, "output conv bias");
+    if (nd.cond >= 0 && (nd.cond >= n_weights || weights[nd.cond].sizes() != at::IntArrayRef({caches[0].size(0), 2 * O})))
+      fail("class term must be (N, 2C)");
+  }
+}
+
 void pixelcnnpp_sample_row_cpu(at::TensorList caches, at::TensorList weights, at::IntArrayRef program,
                                const at::Tensor& image, const at::Tensor& known, const at::Tensor& noise, int64_t row,
                                int64_t nr_mix, int64_t levels) {
@@ -271,11 +333,7 @@ void pixelcnnpp_sample_row_cpu(at::TensorList caches, at::TensorList weights, at
     for (size_t p = 0; p < program.size(); p += kProgramFields) {
       const int64_t* f = program.data() + p;
       sampler.program.push_back({f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]});
-      const Node& nd = sampler.program.back();
-      TORCH_CHECK(nd.kind >= kUlInit && nd.kind <= kHead && nd.src >= 0 &&
-                      nd.src < static_cast<int64_t>(caches.size()) && nd.weight >= 0 &&
-                      nd.weight < static_cast<int64_t>(weights.size()),
-                  "pixelcnnpp_sample_row: program node ", p / kProgramFields, " refers outside the caches or weights");
+      check_node(sampler.program.back(), p / kProgramFields, caches, weights, H, W, nr_mix, C);
     }
     TORCH_CHECK(sampler.program.back().kind == kHead, "pixelcnnpp_sample_row: the program must end with the head");
     const bool* kp = known.const_data_ptr<bool>();
