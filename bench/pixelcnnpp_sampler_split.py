@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device("cpu")
     model = build("PixelCNNpp", args.quick, device)
-    with torch.no_grad():
+    with torch.inference_mode():  # as the sampler runs
         split_once(model, args.batch)  # warm-up
         runs = [split_once(model, args.batch) for _ in range(args.repeats)]
     rows, pixels = statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs)

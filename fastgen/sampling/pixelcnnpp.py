@@ -207,20 +207,22 @@ class _Plan:
         return out
 
 
-@torch.no_grad()
 def cached_sample_pixelcnnpp(model, image: torch.Tensor, known: torch.Tensor, noise: torch.Tensor,
                              labels: torch.Tensor | None) -> torch.Tensor:
     """Fill the pixels of ``image`` (n, C, H, W) where ``known`` (n, H, W) is False, in raster
     order, evaluating every layer of ``model`` once per position (see the module docstring).
     Draws the same images as ``naive_sample_dmol`` from the same noise."""
     x = image.clone().contiguous()
-    plan = _Plan(model, x, labels)
-    maps = [c.map for c in plan.caches]
-    noise = noise.to(plan.x.map.dtype).contiguous()
-    known = known.contiguous()
-    for i in range(x.shape[2]):
-        for scale, step in plan.rows:
-            if i % (1 << scale) == 0:
-                step(i >> scale)
-        pixelcnnpp_sample_row(maps, plan.weights, plan.program, x, known, noise, i, model.nr_mix, model.levels)
+    # Inference mode: the row stream is thousands of small PyTorch calls, each cheaper without
+    # autograd's bookkeeping. The caches stay inside; the returned images are ordinary tensors.
+    with torch.inference_mode():
+        plan = _Plan(model, x, labels)
+        maps = [c.map for c in plan.caches]
+        noise = noise.to(plan.x.map.dtype).contiguous()
+        known = known.contiguous()
+        for i in range(x.shape[2]):
+            for scale, step in plan.rows:
+                if i % (1 << scale) == 0:
+                    step(i >> scale)
+            pixelcnnpp_sample_row(maps, plan.weights, plan.program, x, known, noise, i, model.nr_mix, model.levels)
     return x
