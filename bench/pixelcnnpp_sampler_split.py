@@ -31,9 +31,7 @@ def split_once(model, n: int) -> tuple[float, float]:
     rows = pixels = 0.0
     for i in range(model.image_size[0]):
         start = time.perf_counter()
-        for scale, step in plan.rows:
-            if i % (1 << scale) == 0:
-                step(i >> scale)
+        plan.rows_at(i)
         middle = time.perf_counter()
         pixelcnnpp_sample_row(maps, plan.weights, plan.program, image, known, noise, i, model.nr_mix, model.levels)
         rows, pixels = rows + middle - start, pixels + time.perf_counter() - middle

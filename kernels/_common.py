@@ -19,6 +19,14 @@ def dot_precision(device: torch.device) -> str:
 
 
 @triton.jit
+def tanh(u):
+    """tanh without overflow for any finite u."""
+    e = tl.exp(-2.0 * tl.abs(u))  # in (0, 1]
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(u >= 0, t, -t)
+
+
+@triton.jit
 def logsumexp_planes(base, offs, ok, plane, count, ACC: tl.constexpr):
     """logsumexp over ``count`` planes ``plane`` elements apart, at the positions ``offs`` of ``base``."""
     m = tl.load(base + offs, mask=ok, other=0.0).to(ACC)

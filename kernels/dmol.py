@@ -16,7 +16,7 @@ import triton.language as tl
 from fastgen.reference.categorical_nll import accumulation_dtype
 from fastgen.reference.dmol import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN
 
-from ._common import compute_dtype, logsumexp_planes
+from ._common import compute_dtype, logsumexp_planes, tanh
 
 _BLOCK = 128
 # The reference's constants, as compile-time constants of the kernels.
@@ -96,8 +96,8 @@ def _nll_fwd_kernel(x_ptr, p_ptr, lp_ptr, part_ptr, HW, M, half, log_bin, C: tl.
             t0 = tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC)
             t1 = tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC)
             t2 = tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC)
-            m1 = tl.load(p_base + b1 * HW + offs, mask=ok, other=0.0).to(ACC) + _tanh(t0) * x0
-            m2 = tl.load(p_base + b2 * HW + offs, mask=ok, other=0.0).to(ACC) + _tanh(t1) * x0 + _tanh(t2) * x1
+            m1 = tl.load(p_base + b1 * HW + offs, mask=ok, other=0.0).to(ACC) + tanh(t0) * x0
+            m2 = tl.load(p_base + b2 * HW + offs, mask=ok, other=0.0).to(ACC) + tanh(t1) * x0 + tanh(t2) * x1
             s1 = tl.load(p_base + (b1 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
             s2 = tl.load(p_base + (b2 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
             comp += _bin(x1, m1, s1, half, log_bin)[0] + _bin(x2, m2, s2, half, log_bin)[0]
@@ -108,13 +108,6 @@ def _nll_fwd_kernel(x_ptr, p_ptr, lp_ptr, part_ptr, HW, M, half, log_bin, C: tl.
     pixel = best + tl.log(total)
     tl.store(lp_ptr + n * HW + offs, pixel, mask=ok)
     tl.store(part_ptr + n * tl.num_programs(1) + tl.program_id(1), tl.sum(tl.where(ok, pixel, 0.0), axis=0))
-
-
-@triton.jit
-def _tanh(v):
-    e = tl.exp(-2.0 * tl.abs(v))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(v >= 0, t, -t)
 
 
 @triton.jit
@@ -146,9 +139,9 @@ def _nll_bwd_kernel(g_ptr, x_ptr, p_ptr, lp_ptr, gp_ptr, HW, M, half, log_bin, C
         if C == 3:
             b1 = b0 + 3 * M
             b2 = b1 + 3 * M
-            t0 = _tanh(tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
-            t1 = _tanh(tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
-            t2 = _tanh(tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
+            t0 = tanh(tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
+            t1 = tanh(tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
+            t2 = tanh(tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
             m1 = tl.load(p_base + b1 * HW + offs, mask=ok, other=0.0).to(ACC) + t0 * x0
             m2 = tl.load(p_base + b2 * HW + offs, mask=ok, other=0.0).to(ACC) + t1 * x0 + t2 * x1
             s1 = tl.load(p_base + (b1 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
@@ -219,9 +212,9 @@ def _sample_kernel(p_ptr, u_ptr, out_ptr, HW, M, steps, C: tl.constexpr, ACC: tl
                         1.0 - _NOISE_EPS)
         u2 = tl.minimum(tl.maximum(tl.load(u_base + (M + 2) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
                         1.0 - _NOISE_EPS)
-        t0 = _tanh(tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
-        t1 = _tanh(tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
-        t2 = _tanh(tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
+        t0 = tanh(tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
+        t1 = tanh(tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
+        t2 = tanh(tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
         m1 = tl.load(p_base + b1 * HW + offs, mask=ok, other=0.0).to(ACC)
         s1 = tl.load(p_base + (b1 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
         v1 = _to_grid(_logistic_draw(m1, s1, u1) + t0 * v0, steps)

@@ -10,16 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_dtype
+from ._common import compute_dtype, tanh
 
 _NO_COND, _GLOBAL_COND, _SPATIAL_COND = 0, 1, 2
-
-
-@triton.jit
-def _tanh(u):
-    e = tl.exp(-2.0 * tl.abs(u))  # in (0, 1]: no overflow for any finite u
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(u >= 0, t, -t)
 
 
 @triton.jit
@@ -48,7 +41,7 @@ def _gated_fwd_kernel(x_ptr, c_ptr, y_ptr, C, HW, COND: tl.constexpr, ACC: tl.co
     ok = offs < HW
     ia = (plane // C) * 2 * C + plane % C
     u, v = _gate_inputs(x_ptr, c_ptr, ia, ia + C, HW, offs, ok, COND, ACC)
-    y = _tanh(u) * _sigmoid(v)
+    y = tanh(u) * _sigmoid(v)
     tl.store(y_ptr + plane * HW + offs, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
@@ -65,7 +58,7 @@ def _gated_bwd_kernel(g_ptr, x_ptr, c_ptr, gx_ptr, gsum_ptr, C, HW, COND: tl.con
         offs = start + tl.arange(0, BLOCK)
         ok = offs < HW
         u, v = _gate_inputs(x_ptr, c_ptr, ia, ib, HW, offs, ok, COND, ACC)
-        t = _tanh(u)
+        t = tanh(u)
         s = _sigmoid(v)
         g = tl.load(g_ptr + plane * HW + offs, mask=ok, other=0.0).to(ACC)
         da = g * s * (1.0 - t * t)

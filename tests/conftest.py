@@ -54,17 +54,19 @@ def poison():
         torch.utils.deterministic.fill_uninitialized_memory = old_fill
 
 
-def op_implementations(op: str) -> list:
+def op_implementations(op: str, also: tuple[str, ...] = (), module: str | None = None) -> list:
     """pytest params ``cpp``, ``triton``, ``cuda`` for an op with a ``<op>_backward`` op and
-    ``fastgen.kernels.<op>`` launchers; each is a callable returning (device, forward, backward)."""
+    ``fastgen.kernels.<module or op>`` launchers; each is a callable returning (device, forward,
+    backward, then one implementation of each op named in ``also``, launchers in the same module)."""
     ops = torch.ops.fastgen
+    names = (op, f"{op}_backward", *also)
 
     def dispatcher(device):
-        return lambda: (device, getattr(ops, op), getattr(ops, f"{op}_backward"))
+        return lambda: (device, *(getattr(ops, name) for name in names))
 
     def triton():
-        kernels = importlib.import_module(f"fastgen.kernels.{op}")
-        return "cuda" if HAS_CUDA else "cpu", getattr(kernels, f"{op}_triton"), getattr(kernels, f"{op}_backward_triton")
+        kernels = importlib.import_module(f"fastgen.kernels.{module or op}")
+        return ("cuda" if HAS_CUDA else "cpu", *(getattr(kernels, f"{name}_triton") for name in names))
 
     return [
         pytest.param(dispatcher("cpu"), id="cpp",

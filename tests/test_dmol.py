@@ -1,7 +1,6 @@
 """dmol_nll and dmol_sample: every implementation against fastgen.reference, numerics, bad input."""
 from __future__ import annotations
 
-import importlib
 import itertools
 
 import pytest
@@ -17,7 +16,7 @@ from fastgen.reference.dmol import (
     dmol_sample_reference,
     split_params,
 )
-from tests.conftest import DEVICES, DTYPES, HAS_CUDA, HAS_TRITON, compiled_cpu
+from tests.conftest import DEVICES, DTYPES, compiled_cpu, op_implementations
 
 ops = torch.ops.fastgen
 
@@ -52,24 +51,7 @@ def sample_inputs(sample, device="cpu", dtype=torch.float32, requires_grad=False
     return x, params.requires_grad_(requires_grad), m, levels
 
 
-def implementations():
-    """pytest params: (device, forward, backward, sample) for the C++ kernels, Triton and CUDA."""
-    def dispatcher(device):
-        return lambda: (device, ops.dmol_nll, ops.dmol_nll_backward, ops.dmol_sample)
-
-    def triton():
-        k = importlib.import_module("fastgen.kernels.dmol")
-        return "cuda" if HAS_CUDA else "cpu", k.dmol_nll_triton, k.dmol_nll_backward_triton, k.dmol_sample_triton
-
-    return [
-        pytest.param(dispatcher("cpu"), id="cpp",
-                     marks=pytest.mark.skipif(not compiled_cpu("dmol_nll"), reason="fastgen._C not built")),
-        pytest.param(triton, id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
-        pytest.param(dispatcher("cuda"), id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU")),
-    ]
-
-
-IMPLS = implementations()
+IMPLS = op_implementations("dmol_nll", also=("dmol_sample",), module="dmol")
 # float32 against the float64 reference: the reference itself loses ~1e-4 to cancellation in
 # sigmoid(p) - sigmoid(q), which the kernels avoid.
 TOL = {torch.float64: dict(rtol=1e-7, atol=1e-7), torch.float32: dict(rtol=2e-4, atol=2e-3)}

@@ -41,9 +41,6 @@ namespace fastgen {
 namespace {
 
 constexpr int64_t kChunk = 256;
-constexpr double kLogScaleMin = kDmolLogScaleMin;
-constexpr double kEdge = kDmolEdge;
-constexpr double kSmallBin = kDmolSmallBin;
 
 struct Shape {
   int64_t N, C, M, HW;
@@ -73,7 +70,7 @@ FASTGEN_INLINE double exp_neg_abs_mid(double, double, double, double, double mid
 // its derivatives in mu and s. Branch-free: every case is computed and one selected.
 template <typename T, bool kGrad>
 FASTGEN_INLINE T logistic_bin(T x, T mu, T s_raw, T half, T log_bin, T* dmu, T* ds) {
-  const T s = s_raw < T(kLogScaleMin) ? T(kLogScaleMin) : s_raw;
+  const T s = s_raw < T(kDmolLogScaleMin) ? T(kDmolLogScaleMin) : s_raw;
   const T inv = exp_fast(-s);
   const T cen = x - mu;
   const T p = inv * (cen + half), q = inv * (cen - half), mid = inv * cen;
@@ -86,7 +83,7 @@ FASTGEN_INLINE T logistic_bin(T x, T mu, T s_raw, T half, T log_bin, T* dmu, T* 
   const T tail = (q >= T(0) ? eq : ep) * one_minus_exp_gap(ep, eq, p, q) * rp * rq;
   const T delta = q >= T(0) ? tail : (p < T(0) ? tail : sig_p - sig_q);
   enum : int { kBottom, kTop, kInner, kSmall };
-  const int which = x < T(-kEdge) ? kBottom : (x > T(kEdge) ? kTop : (delta > T(kSmallBin) ? kInner : kSmall));
+  const int which = x < T(-kDmolEdge) ? kBottom : (x > T(kDmolEdge) ? kTop : (delta > T(kDmolSmallBin) ? kInner : kSmall));
   // lp = base + coef * log(arg): one logarithm per bin whichever case holds.
   const T base = which == kBottom ? (p < T(0) ? p : T(0))
                : which == kTop    ? -(q > T(0) ? q : T(0))
@@ -102,7 +99,7 @@ FASTGEN_INLINE T logistic_bin(T x, T mu, T s_raw, T half, T log_bin, T* dmu, T* 
     const T dmid = which == kSmall ? (mid >= T(0) ? em - T(1) : T(1) - em) * rm : T(0);  // -tanh(mid / 2)
     *dmu = -inv * (dp + dq + dmid);
     const T d = -(p * dp + q * dq + mid * dmid) - (which == kSmall ? T(1) : T(0));
-    *ds = s_raw < T(kLogScaleMin) ? T(0) : d;
+    *ds = s_raw < T(kDmolLogScaleMin) ? T(0) : d;
   }
   return lp;
 }

@@ -41,8 +41,6 @@ struct Node {
 // elu(x) = x for x > 0, e^x - 1 otherwise (float: vectorisable; double: libm).
 FASTGEN_INLINE float elu(float x) { return x > 0.0f ? x : -one_minus_exp_neg(-x); }
 FASTGEN_INLINE double elu(double x) { return x > 0.0 ? x : std::expm1(x); }
-FASTGEN_INLINE float sigmoid(float x) { return sigmoid_fast(x); }
-FASTGEN_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // One cached map: (N, C, Hp, Wp) contiguous.
 template <typename T>
@@ -190,7 +188,7 @@ struct RowSampler {
           T* row = t.data() + m * 2 * O;
           if (cond)
             for (int64_t c = 0; c < 2 * O; ++c) row[c] += cond[(n0 + m) * 2 * O + c];
-          for (int64_t c = 0; c < O; ++c) row[c] = *src.at(n0 + m, c, a, b) + row[c] * sigmoid(row[O + c]);
+          for (int64_t c = 0; c < O; ++c) row[c] = *src.at(n0 + m, c, a, b) + row[c] * sigmoid_fast(row[O + c]);
         }
         scatter(out, n0, M, a, b, t.data(), 2 * O);
         break;

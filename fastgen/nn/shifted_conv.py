@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgen.reference.pixelcnnpp_sampling import concat_elu  # noqa: F401  (the models' nonlinearity)
+
 
 def _maybe_weight_norm(module: nn.Module, weight_norm: bool) -> nn.Module:
     return nn.utils.parametrizations.weight_norm(module) if weight_norm else module
@@ -32,11 +34,6 @@ def down_shift(x: torch.Tensor) -> torch.Tensor:
 def right_shift(x: torch.Tensor) -> torch.Tensor:
     """Columns move right by one; the left column becomes zero."""
     return F.pad(x, (1, 0))[:, :, :, :-1]
-
-
-def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """elu(cat(x, -x)) over channels: keeps both signs' information through the nonlinearity."""
-    return F.elu(torch.cat([x, -x], dim=1))
 
 
 class DownShiftedConv2d(nn.Module):
@@ -73,30 +70,33 @@ class DownRightShiftedConv2d(nn.Module):
         return right_shift(y) if self.shift_right else y
 
 
-class DownShiftedConvTranspose2d(nn.Module):
+class _ShiftedConvTranspose2d(nn.Module):
+    """2x upsampling by a stride-2 transposed convolution of kernel (2, kw), cropped to twice the
+    input size: ``first_column`` output columns dropped on the left, the rest on the right."""
+
+    def __init__(self, in_channels: int, out_channels: int, kw: int, first_column: int, weight_norm: bool):
+        super().__init__()
+        self.first_column = first_column
+        self.conv = _maybe_weight_norm(
+            nn.ConvTranspose2d(in_channels, out_channels, (2, kw), stride=2, output_padding=1), weight_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        return self.conv(x)[:, :, : 2 * h, self.first_column : self.first_column + 2 * w]
+
+
+class DownShiftedConvTranspose2d(_ShiftedConvTranspose2d):
     """2x upsampling, kernel (2, 3): output (r, c) reads input row r // 2, columns around c // 2."""
 
     def __init__(self, in_channels: int, out_channels: int, weight_norm: bool = False):
-        super().__init__()
-        self.conv = _maybe_weight_norm(
-            nn.ConvTranspose2d(in_channels, out_channels, (2, 3), stride=2, output_padding=1), weight_norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]
-        return self.conv(x)[:, :, : 2 * h, 1 : 2 * w + 1]
+        super().__init__(in_channels, out_channels, 3, 1, weight_norm)
 
 
-class DownRightShiftedConvTranspose2d(nn.Module):
+class DownRightShiftedConvTranspose2d(_ShiftedConvTranspose2d):
     """2x upsampling, kernel (2, 2): output (r, c) reads input (r // 2, c // 2) only."""
 
     def __init__(self, in_channels: int, out_channels: int, weight_norm: bool = False):
-        super().__init__()
-        self.conv = _maybe_weight_norm(
-            nn.ConvTranspose2d(in_channels, out_channels, (2, 2), stride=2, output_padding=1), weight_norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]
-        return self.conv(x)[:, :, : 2 * h, : 2 * w]
+        super().__init__(in_channels, out_channels, 2, 0, weight_norm)
 
 
 class NetworkInNetwork(nn.Module):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastgen.reference.cached_sampling import encode_levels
 from fastgen.reference.dmol import dmol_sample_reference
 
 PROGRAM_FIELDS = 9
@@ -33,7 +34,7 @@ UL_INIT, RESNET, STRIDED, UPSAMPLE, HEAD = range(5)
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """elu(cat(x, -x)) over channels."""
+    """elu(cat(x, -x)) over channels: keeps both signs' information through the nonlinearity."""
     return F.elu(torch.cat([x, -x], dim=1))
 
 
@@ -99,4 +100,4 @@ def pixelcnnpp_sample_row_reference(caches: list[torch.Tensor], weights: list[to
         values = dmol_sample_reference(params[:, :, None, None], nr_mix, noise[:, :, row : row + 1, j : j + 1], levels)
         drawn = torch.round((values[:, :, 0, 0] + 1) * (steps / 2)).long()
         image[:, :, row, j] = torch.where(todo[:, None], drawn, image[:, :, row, j])
-        caches[0][:, :-1, row + 1, j + 1] = image[:, :, row, j].to(caches[0].dtype) * (2.0 / steps) - 1.0
+        caches[0][:, :-1, row + 1, j + 1] = encode_levels(image[:, :, row, j], levels, caches[0].dtype)

@@ -172,6 +172,12 @@ class _Plan:
         self.node(HEAD, ul, ul, tensors=_matrix(model.head))
         self.x = x
 
+    def rows_at(self, i: int) -> None:
+        """The row stream's work when image row i starts: every layer whose scale divides i."""
+        for scale, step in self.rows:
+            if i % (1 << scale) == 0:
+                step(i >> scale)
+
     def node(self, kind: int, out: _Cache, src: _Cache, mid: _Cache | None = None, skips: tuple[_Cache, ...] = (),
              tensors: list[torch.Tensor] = (), cond: torch.Tensor | None = None) -> None:
         """Append one pixel layer to the program (layout: fastgen/reference/pixelcnnpp_sampling.py)."""
@@ -221,8 +227,6 @@ def cached_sample_pixelcnnpp(model, image: torch.Tensor, known: torch.Tensor, no
         noise = noise.to(plan.x.map.dtype).contiguous()
         known = known.contiguous()
         for i in range(x.shape[2]):
-            for scale, step in plan.rows:
-                if i % (1 << scale) == 0:
-                    step(i >> scale)
+            plan.rows_at(i)
             pixelcnnpp_sample_row(maps, plan.weights, plan.program, x, known, noise, i, model.nr_mix, model.levels)
     return x
