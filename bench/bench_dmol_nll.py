@@ -5,7 +5,8 @@ import torch
 
 import fastgen
 from bench.harness import Case
-from fastgen.reference.dmol import dmol_channels, dmol_nll_reference
+from fastgen._core import dmol_channels
+from fastgen.reference.dmol import dmol_nll_reference
 
 # (N, C, H, W, nr_mix): the CIFAR-10 training batch of the figures, a larger batch, grey digits.
 FULL = [(16, 3, 32, 32, 10), (64, 3, 32, 32, 10), (64, 1, 28, 28, 5)]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
 
 from fastgen.commands import add_commands
@@ -15,13 +17,13 @@ def _info(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _bench(args: argparse.Namespace, extra: list[str]) -> int:
-    try:
-        from bench.__main__ import main as bench_main
-    except ImportError:
+    # The harness is not part of the package (nothing in fastgen imports it): it runs as its own
+    # process from a source checkout.
+    if importlib.util.find_spec("bench.__main__") is None:
         print("fastgen bench: the benchmark harness lives in the source checkout (bench/); run it from there",
               file=sys.stderr)
         return 2
-    return bench_main(extra[1:] if extra[:1] == ["--"] else extra)
+    return subprocess.call([sys.executable, "-m", "bench", *(extra[1:] if extra[:1] == ["--"] else extra)])
 
 
 def _demo(args: argparse.Namespace, extra: list[str]) -> int:

@@ -12,8 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.ops.categorical_nll import kernel_layout
-from fastgen.reference.categorical_nll import accumulation_dtype
+from fastgen._core import accumulation_dtype, logits_kernel_layout
 
 from ._common import compute_dtype
 
@@ -61,7 +60,7 @@ def _layout(logits: torch.Tensor) -> tuple[int, ...]:
 
 
 def categorical_nll_triton(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    logits, target = kernel_layout(logits), target.contiguous()
+    logits, target = logits_kernel_layout(logits), target.contiguous()
     n, _, c, h, w = logits.shape
     acc = accumulation_dtype(logits.dtype)
     lse = torch.empty(n, c, h, w, dtype=acc, device=logits.device)
@@ -74,7 +73,7 @@ def categorical_nll_triton(logits: torch.Tensor, target: torch.Tensor) -> tuple[
 
 def categorical_nll_backward_triton(grad: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                                     lse: torch.Tensor) -> torch.Tensor:
-    logits, target, lse = kernel_layout(logits), target.contiguous(), lse.contiguous()
+    logits, target, lse = logits_kernel_layout(logits), target.contiguous(), lse.contiguous()
     n, _, c, h, w = logits.shape
     grad_logits = torch.empty_like(logits)
     _nll_bwd_kernel[(n * c, triton.cdiv(h * w, _BLOCK))](

@@ -13,8 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.reference.categorical_nll import accumulation_dtype
-from fastgen.reference.dmol import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN
+from fastgen._core import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN, accumulation_dtype
 
 from ._common import compute_dtype, logsumexp_planes, tanh
 

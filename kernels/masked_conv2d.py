@@ -16,7 +16,7 @@ import triton
 from torch._prims_common import suggest_memory_format
 import triton.language as tl
 
-from fastgen.reference.masked_conv2d import causal_mask
+from fastgen._core import causal_mask
 from ._common import compute_dtype, dot_precision
 
 

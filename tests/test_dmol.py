@@ -7,10 +7,8 @@ import pytest
 import torch
 
 import fastgen
+from fastgen._core import EDGE, SMALL_BIN, dmol_channels
 from fastgen.reference.dmol import (
-    EDGE,
-    SMALL_BIN,
-    dmol_channels,
     dmol_nll_reference,
     dmol_pixel_log_prob_reference,
     dmol_sample_reference,

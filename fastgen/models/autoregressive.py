@@ -7,10 +7,10 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
+from fastgen._core import encode_levels
 from fastgen.models._checks import check_images, check_labels
 from fastgen.nn import MaskedConv2d
 from fastgen.ops import categorical_nll
-from fastgen.reference.cached_sampling import encode_levels
 from fastgen.sampling import draw_noise, naive_sample, partial_image
 
 # A class label tensor (N,), a spatial map (N, cond_channels, H, W), or both as a pair.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastgen._core import dmol_channels
 from fastgen.models.autoregressive import AutoregressiveImageModel, Cond
 from fastgen.nn.shifted_conv import (
     DownRightShiftedConv2d,
@@ -16,7 +17,6 @@ from fastgen.nn.shifted_conv import (
     concat_elu,
 )
 from fastgen.ops import dmol_nll, dmol_sample
-from fastgen.reference.dmol import dmol_channels
 from fastgen.sampling import draw_noise, partial_image
 from fastgen.sampling.pixelcnnpp import cached_sample_pixelcnnpp, naive_sample_dmol
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fastgen.ops import masked_conv2d
-from fastgen.reference.masked_conv2d import causal_mask
+from fastgen._core import causal_mask
 
 
 class MaskedConv2d(nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.reference.pixelcnnpp_sampling import concat_elu  # noqa: F401  (the models' nonlinearity)
+from fastgen._core import concat_elu  # noqa: F401  (the models' nonlinearity)
 
 
 def _maybe_weight_norm(module: nn.Module, weight_norm: bool) -> nn.Module:

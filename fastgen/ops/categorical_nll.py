@@ -10,8 +10,8 @@ import torch
 
 from fastgen.ops._checks import check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
+from fastgen._core import accumulation_dtype, logits_kernel_layout
 from fastgen.reference.categorical_nll import (
-    accumulation_dtype,
     categorical_logsumexp_reference,
     categorical_nll_backward_reference,
     categorical_nll_reference,
@@ -21,22 +21,6 @@ _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.categorical_nll"
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """No gaps and no overlaps: some permutation of t's dims is contiguous."""
-    expected = 1
-    for d in sorted((d for d in range(t.dim()) if t.shape[d] != 1), key=t.stride):
-        if t.stride(d) != expected:
-            return False
-        expected *= t.shape[d]
-    return True
-
-
-def kernel_layout(logits: torch.Tensor) -> torch.Tensor:
-    """The logits as every implementation reads them: unchanged when dense with contiguous
-    pixels (H, W), else a contiguous copy. grad_logits takes this tensor's strides."""
-    w_ok = logits.shape[4] == 1 or logits.stride(4) == 1
-    h_ok = logits.shape[3] == 1 or logits.stride(3) == logits.shape[4]
-    return logits if (w_ok and h_ok and _dense(logits)) else logits.contiguous()
 
 
 def _reference_forward(logits, target):
@@ -44,7 +28,7 @@ def _reference_forward(logits, target):
 
 
 def _reference_backward(grad, logits, target, lse):
-    out = torch.empty_like(kernel_layout(logits))
+    out = torch.empty_like(logits_kernel_layout(logits))
     return out.copy_(categorical_nll_backward_reference(grad, logits, target, lse))
 
 
@@ -61,7 +45,7 @@ def _(logits, target):
 
 @torch.library.register_fake("fastgen::categorical_nll_backward")
 def _(grad, logits, target, lse):
-    return torch.empty_like(kernel_layout(logits))
+    return torch.empty_like(logits_kernel_layout(logits))
 
 
 def _setup_context(ctx, inputs, output):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from fastgen._core import accumulation_dtype, dmol_channels
 from fastgen.ops._checks import check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
-from fastgen.reference.categorical_nll import accumulation_dtype
 from fastgen.reference.dmol import (
-    dmol_channels,
     dmol_nll_reference,
     dmol_pixel_log_prob_reference,
     dmol_sample_reference,

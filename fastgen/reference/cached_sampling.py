@@ -50,7 +50,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastgen.sampling.naive import sample_from_logits
+from fastgen._core import encode_levels, sample_from_logits
 
 # The dims of the tensors of one PixelCNN block, one Gated PixelCNN layer, the head (see above).
 PIXELCNN_BLOCK_DIMS = (2, 1, 4, 1, 2, 1)
@@ -66,11 +66,6 @@ def split_causal_kernel(weight: torch.Tensor, rows_above: int) -> tuple[torch.Te
     p = weight.shape[-1] // 2
     above = weight[:, :, :rows_above] if rows_above else None
     return above, weight[:, :, rows_above, : p + 1]
-
-
-def encode_levels(x: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
-    """Levels 0..L-1 to network inputs in [-1, 1] (as the models' ``encode``)."""
-    return x.to(dtype) * (2.0 / (levels - 1)) - 1.0
 
 
 def _row_taps(window: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64 logits, else float32: the dtype of sums and of the saved logsumexp."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from fastgen._core import accumulation_dtype
 
 
 def categorical_nll_reference(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -32,16 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOG_SCALE_MIN = -7.0
-EDGE = 0.999
-SMALL_BIN = 1e-5
-# Uniform noise is kept inside [NOISE_EPS, 1 - NOISE_EPS] before logs are taken, as in PixelCNN++.
-NOISE_EPS = 1e-5
-
-
-def dmol_channels(channels: int, nr_mix: int) -> int:
-    """Parameter channels K for C colour channels and nr_mix components (10 M for RGB, 3 M for grey)."""
-    return nr_mix * (10 if channels == 3 else 3)
+from fastgen._core import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN, dmol_channels
 
 
 def split_params(params: torch.Tensor, channels: int, nr_mix: int):

@@ -18,24 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def causal_mask(
-    out_channels: int, in_channels: int, kernel_size: int, mask_type: str, color_groups: int = 1,
-    *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """The (out_channels, in_channels, k, k) 0/1 mask of a PixelCNN masked convolution."""
-    p = kernel_size // 2
-    mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size, dtype=dtype, device=device)
-    mask[:, :, :p, :] = 1
-    mask[:, :, p, :p] = 1
-    g_out = torch.arange(out_channels, device=device) // (out_channels // color_groups)
-    g_in = torch.arange(in_channels, device=device) // (in_channels // color_groups)
-    if mask_type == "A":
-        centre = g_in[None, :] < g_out[:, None]
-    else:
-        centre = g_in[None, :] <= g_out[:, None]
-    mask[:, :, p, p] = centre.to(dtype)
-    return mask
+from fastgen._core import causal_mask
 
 
 def masked_conv2d_reference(

@@ -26,16 +26,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastgen.reference.cached_sampling import encode_levels
+from fastgen._core import concat_elu, encode_levels
 from fastgen.reference.dmol import dmol_sample_reference
 
 PROGRAM_FIELDS = 9
 UL_INIT, RESNET, STRIDED, UPSAMPLE, HEAD = range(5)
-
-
-def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """elu(cat(x, -x)) over channels: keeps both signs' information through the nonlinearity."""
-    return F.elu(torch.cat([x, -x], dim=1))
 
 
 def window(cache: torch.Tensor, row0: int, rows: int, col0: int, cols: int) -> torch.Tensor:

@@ -14,18 +14,14 @@ from typing import Callable
 
 import torch
 
+from fastgen._core import sample_from_logits
+
 
 def draw_noise(n: int, shape: tuple[int, int, int], *, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor:
     """Uniform [0, 1) noise of shape (n, C, H, W), drawn on the CPU from ``generator`` (so a
     seeded generator gives the same noise on every device), then moved to ``device``."""
     return torch.rand((n, *shape), generator=generator, dtype=torch.float64).to(device)
-
-
-def sample_from_logits(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw: logits (..., L), u (...) in [0, 1) -> int64 levels (...)."""
-    cdf = torch.softmax(logits.double(), dim=-1).cumsum(-1)
-    return (cdf < u.double().unsqueeze(-1)).sum(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 def partial_image(partial: tuple[torch.Tensor, torch.Tensor] | None, n: int, shape: tuple[int, int, int], levels: int,
