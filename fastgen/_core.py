@@ -100,3 +100,23 @@ def logits_kernel_layout(logits: torch.Tensor) -> torch.Tensor:
     w_ok = logits.shape[4] == 1 or logits.stride(4) == 1
     h_ok = logits.shape[3] == 1 or logits.stride(3) == logits.shape[4]
     return logits if (w_ok and h_ok and _dense(logits)) else logits.contiguous()
+
+
+# -- sampling noise ------------------------------------------------------------------------------
+
+
+def check_uniform_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> None:
+    """Every sampler's noise check, in one place: a real floating tensor of ``shape`` whose values
+    are finite and in [0, 1). Raises ValueError (TypeError for a non-tensor) naming ``name``."""
+    if not isinstance(noise, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of uniform [0, 1) numbers, got {type(noise).__name__}")
+    if not noise.is_floating_point() or noise.is_complex():
+        raise ValueError(f"{name} must be a floating tensor of uniform [0, 1) numbers, got dtype {noise.dtype}")
+    if tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(noise.shape)}")
+    if noise.device.type == "meta" or noise.numel() == 0:
+        return
+    bad = ~((noise >= 0) & (noise < 1))  # NaN fails both comparisons
+    if bool(bad.any()):
+        value = noise[bad].flatten()[0].item()
+        raise ValueError(f"{name} must hold finite numbers in [0, 1); found {value}")
