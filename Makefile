@@ -13,8 +13,8 @@ CUDA_TORCH ?= torch==2.14.1
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(shell command -v nvcc)))
 export MAX_JOBS ?= 2
 
-CPU_SOURCES := $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cuh csrc/cuda/*.h)
-CUDA_SOURCES := $(wildcard csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h)
+CPU_SOURCES := $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/common/*.h csrc/cuda/*.cuh csrc/cuda/*.h)
+CUDA_SOURCES := $(wildcard csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h csrc/common/*.h)
 
 .PHONY: demo test build bench cuda-check compat-check info clean
 

@@ -1,5 +1,6 @@
-"""Sampling speed of PixelCNN, Gated PixelCNN and PixelCNN++: cached sampling (fused kernel), the
-same caching in eager PyTorch ops per layer (the reference), and naive sampling, each against the
+"""Sampling speed of PixelCNN, Gated PixelCNN and PixelCNN++: cached sampling (each model's sampling
+program run by the compiled interpreter), the same program run by the eager reference interpreter,
+and naive sampling, each against the
 time of one forward pass of the same model on the same batch. Rows go to
 bench/results/sampling/<device>.csv.
 
@@ -29,7 +30,6 @@ from bench.harness import append_rows, device_name, device_slug, git_commit
 from bench.table import latest_run
 from fastgen.models import GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.sampling import draw_noise, naive_sample
-from fastgen.sampling.pixelcnnpp import naive_sample_dmol
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling")
 COLUMNS = ("model", "batch", "provider", "median_ms", "p20_ms", "p80_ms", "note", "device", "torch", "commit", "date")
@@ -37,9 +37,8 @@ PROVIDERS = ("forward", "cached", "cached-eager", "naive")
 SIZE = 28
 MODELS = ("GatedPixelCNN", "PixelCNN", "PixelCNNpp")
 DEFAULT_BATCHES = {"GatedPixelCNN": [1, 16], "PixelCNN": [1, 16], "PixelCNNpp": [4]}
-# The op whose implementation serves each model's cached sampler.
-SAMPLER_OPS = {"GatedPixelCNN": "gated_pixelcnn_sample", "PixelCNN": "pixelcnn_sample",
-               "PixelCNNpp": "pixelcnnpp_sample_row"}
+# The op that runs every model's cached sampler.
+SAMPLER_OP = "sample_program"
 
 
 def build(name: str, quick: bool, device: torch.device) -> torch.nn.Module:
@@ -67,9 +66,7 @@ def providers(model, n: int, naive_rows: int, device: torch.device) -> dict[str,
     known[:, :, naive_rows:] = True
 
     def naive():
-        if isinstance(model, PixelCNNpp):
-            return naive_sample_dmol(model, x, known.all(dim=1), noise, None)
-        return naive_sample(lambda image: model.logits(image, None, None), x, known, noise)
+        return naive_sample(model, model.prepare_cond(None, n), x, known, noise)
 
     def cached_eager():
         with fastgen.use_reference():
@@ -103,7 +100,7 @@ def measure(model_name: str, n: int, repeats: int, naive_rows: int, quick: bool,
                 times[name].append(ms * height / naive_rows if name == "naive" else ms)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     common = {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(), "date": stamp}
-    implementation = fastgen.ops.implementations()[SAMPLER_OPS[model_name]][device.type.upper()]
+    implementation = fastgen.ops.implementations()[SAMPLER_OP][device.type.upper()]
     notes = {"naive": f"timed over {naive_rows} of {height} rows, scaled by {height / naive_rows:g}",
              "cached": implementation, "cached-eager": "reference", "forward": ""}
     rows = []

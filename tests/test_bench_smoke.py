@@ -65,11 +65,3 @@ def test_sampling_benchmark_runs_every_provider(tmp_path, capsys):
     assert "scaled by 8" in capsys.readouterr().out
     assert sampling_main(["--markdown", "--out", str(out)]) == 0
     assert "| PixelCNN | 1 |" in capsys.readouterr().out
-
-
-def test_pixelcnnpp_sampler_split(tmp_path, capsys):
-    from bench.pixelcnnpp_sampler_split import main as split_main
-
-    out = tmp_path / "split.txt"
-    assert split_main(["--quick", "--repeats", "1", "--out", str(out)]) == 0
-    assert "row stream" in out.read_text() and "pixel stream" in capsys.readouterr().out

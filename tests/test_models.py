@@ -74,10 +74,10 @@ def test_log_prob_is_the_sum_of_the_samplers_conditionals(cls, channels, cond):
     model, n = make(cls, channels, cond), 2
     c_in = make_cond(cond, n)
     calls = []
-    logits_fn = model.logits
-    model.logits = lambda *a: calls.append(logits_fn(*a)) or calls[-1]
+    draw_inputs = model.draw_inputs
+    model.draw_inputs = lambda *a: calls.append(model.head_to_logits(draw_inputs(*a))) or draw_inputs(*a)
     x = model.sample(n, c_in, generator=torch.Generator().manual_seed(1), cache=False)
-    del model.logits
+    del model.draw_inputs
     assert len(calls) == channels * H * W
     total = torch.zeros(n, dtype=torch.float64)
     for logits, (c, i, j) in zip(calls, order(channels)):

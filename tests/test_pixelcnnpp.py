@@ -1,4 +1,5 @@
-"""PixelCNN++: causality, likelihood, exact cached sampling (compiled and reference), training paths."""
+"""PixelCNN++: causality, likelihood, its argument checks and training paths (its cached sampler:
+tests/test_sample_program.py)."""
 from __future__ import annotations
 
 import json
@@ -12,11 +13,6 @@ import fastgen
 from fastgen.cli import main
 from fastgen.models import PixelCNNpp
 from fastgen.reference.dmol import dmol_nll_reference
-from fastgen.reference.pixelcnnpp_sampling import PROGRAM_FIELDS
-from fastgen.sampling.pixelcnnpp import _Plan
-from tests.conftest import compiled_cpu
-
-COMPILED = pytest.mark.skipif(not compiled_cpu("pixelcnnpp_sample_row"), reason="fastgen._C not built")
 
 
 def make(channels=3, levels=256, size=8, n_classes=None, dtype=torch.float64, **kwargs) -> PixelCNNpp:
@@ -73,102 +69,7 @@ def test_weight_norm_dropout_and_config_round_trip():
     torch.testing.assert_close(rebuilt.eval()(x, labels), model(x, labels))
 
 
-# -- sampling ---------------------------------------------------------------------------------
-
-def sample_both(model, n, partial=None, reference=False):
-    noise = torch.rand(n, *model.noise_shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    labels = labels_for(model, n)
-    naive = model.sample(n, labels, noise=noise, partial=partial, cache=False)
-    with fastgen.use_reference(reference):
-        cached = model.sample(n, labels, noise=noise, partial=partial)
-    return naive, cached, noise
-
-
-@pytest.mark.parametrize("reference", [pytest.param(False, id="compiled", marks=COMPILED),
-                                       pytest.param(True, id="reference")])
-@pytest.mark.parametrize("channels,levels,n_classes", [(3, 256, None), (1, 17, 4), (3, 5, 2)])
-def test_cached_sampling_draws_the_naive_samplers_images(reference, channels, levels, n_classes):
-    model = make(channels, levels, n_classes=n_classes)
-    naive, cached, _ = sample_both(model, 3, reference=reference)
-    assert naive.float().std() > 0.1 * levels  # varied images, not a constant
-    assert torch.equal(cached, naive)
-
-
-@pytest.mark.parametrize("reference", [pytest.param(False, id="compiled", marks=COMPILED),
-                                       pytest.param(True, id="reference")])
-def test_partial_completion_keeps_known_pixels(reference):
-    model = make(3, 256)
-    start = torch.randint(0, 256, (2, 3, 8, 8))
-    known = torch.zeros(8, 8, dtype=torch.bool)
-    known[:3] = True
-    known[5, 2:6] = True
-    naive, cached, _ = sample_both(model, 2, partial=(start, known), reference=reference)
-    assert torch.equal(cached, naive)
-    assert torch.equal(cached[:, :, known], start[:, :, known])
-
-
-@COMPILED
-def test_float32_draws_follow_their_parameters():
-    """In float32 the cached sampler's parameters differ from a forward pass by rounding, so a rare
-    draw may land on the other side of a bin boundary; every draw must still be the draw of the
-    forward pass's parameters at that pixel, given the image before it."""
-    model = make(3, 256, size=16, dtype=torch.float32, nr_filters=16)
-    noise = torch.rand(2, *model.noise_shape, generator=torch.Generator().manual_seed(5))
-    image = model.sample(2, noise=noise)
-    redrawn = model.draw(model(image), noise)
-    assert (redrawn != image).double().mean() < 0.01
-
-
-@COMPILED
-def test_sample_row_op_matches_its_reference_on_one_row():
-    model = make(3, 256, n_classes=3)
-    x = torch.randint(0, 256, (2, 3, 8, 8))
-    known = torch.zeros(2, 8, 8, dtype=torch.bool)
-    noise = torch.rand(2, *model.noise_shape, dtype=torch.float64)
-    results = []
-    for reference in (False, True):
-        plan = _Plan(model, x, torch.tensor([0, 2]))
-        image = x.clone()
-        for i in range(3):
-            plan.rows_at(i)
-            with fastgen.use_reference(reference):
-                fastgen.ops.pixelcnnpp_sample_row([c.map for c in plan.caches], plan.weights, plan.program, image,
-                                                  known, noise, i, model.nr_mix, model.levels)
-        results.append((image, [c.map.clone() for c in plan.caches]))
-    assert torch.equal(results[0][0], results[1][0])
-    for got, want in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-
-
-@COMPILED
-def test_sample_row_op_schema_and_bad_program():
-    model = make(1, 17, dtype=torch.float32)
-    x = torch.randint(0, 17, (2, 1, 8, 8))
-    plan = _Plan(model, x, None)
-    args = ([c.map for c in plan.caches], plan.weights, plan.program, x, torch.zeros(2, 8, 8, dtype=torch.bool),
-            torch.rand(2, *model.noise_shape), 0, model.nr_mix, model.levels)
-    torch.library.opcheck(torch.ops.fastgen.pixelcnnpp_sample_row.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
-    for field, value, match in [(0, 9, "unknown kind"), (2, 99, "output cache index out of range"),
-                                (1, 1, "does not have the size of its scale"),
-                                (7, len(plan.weights), "weights index out of range")]:
-        bad = list(plan.program)
-        bad[field] = value  # of the first node
-        with pytest.raises(RuntimeError, match=match):
-            torch.ops.fastgen.pixelcnnpp_sample_row(args[0], args[1], bad, *args[3:])
-    wrong = list(plan.weights)
-    wrong[0] = wrong[0][:-1]
-    with pytest.raises(RuntimeError, match="down-shifted weight has the wrong shape"):
-        torch.ops.fastgen.pixelcnnpp_sample_row(args[0], wrong, *args[2:])
-    with pytest.raises(RuntimeError, match="must end with the head"):
-        torch.ops.fastgen.pixelcnnpp_sample_row(args[0], args[1], plan.program[:-PROGRAM_FIELDS], *args[3:])
-
-
-def test_same_noise_or_seed_gives_same_images_and_training_mode_is_restored():
-    model = make(1, 17, dtype=torch.float32).train()
-    a = model.sample(2, generator=torch.Generator().manual_seed(1))
-    b = model.sample(2, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and a.shape == (2, 1, 8, 8) and model.training
+# Cached sampling of PixelCNN++ is tested with the other models' in tests/test_sample_program.py.
 
 
 class TestBadInput:

@@ -67,4 +67,19 @@ FASTGEN_CLONES void panel_gemm(const Panels& w, const float* A, int64_t lda, int
   for (; p < p1; ++p) rows<4, 1>(w, A, lda, M, C, ldc, p);
 }
 
+FASTGEN_CLONES void panel_gemm(const PanelsOf<double>& w, const double* A, int64_t lda, int64_t M, double* C,
+                               int64_t ldc, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const double* P = w.data.data() + p * w.K * kPanel;
+    for (int64_t m = 0; m < M; ++m) {
+      double* c = C + m * ldc + p * kPanel;
+      const double* a = A + m * lda;
+      for (int64_t k = 0; k < w.K; ++k) {
+#pragma omp simd
+        for (int64_t lane = 0; lane < kPanel; ++lane) c[lane] += a[k] * P[k * kPanel + lane];
+      }
+    }
+  }
+}
+
 }  // namespace fastgen

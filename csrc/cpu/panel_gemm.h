@@ -30,37 +30,37 @@ constexpr int64_t kPanel = 16;  // outputs per panel: one AVX-512 vector of floa
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// Where channel c of a tensor with `channels` channels lives in a padded channels-last row. The
-// two halves of a gate input (a | b) are padded separately, so that channel d of each half sits
-// in the same panel position and one thread gates its own channels.
+// Where channel c of a tensor with `channels` channels lives in a padded channels-last row. With
+// parts > 1 (the halves a | b of a gate input, the four quarters of an LSTM's gates, the x | -x
+// halves of concat_elu) each part is padded separately, so that channel d of every part sits in the
+// same panel position and one thread combines the parts of its own channels.
 struct ChannelLayout {
   int64_t channels = 0;
-  bool halves = false;
-  int64_t half_padded() const { return round_up(channels / 2, kPanel); }
-  int64_t stride() const { return halves ? 2 * half_padded() : round_up(channels, kPanel); }
-  int64_t pos(int64_t c) const {
-    if (!halves) return c;
-    const int64_t d = channels / 2;
-    return c < d ? c : half_padded() + (c - d);
-  }
-  // A network input (the image) is not padded at all: it is only ever read.
-  static ChannelLayout unpadded(int64_t c) { return {c, false}; }
+  int64_t parts = 1;
+  bool padded = true;  // false: the image, which is only ever read, keeps its 1 to 4 channels
+  int64_t part_channels() const { return channels / parts; }
+  int64_t part_stride() const { return padded ? round_up(part_channels(), kPanel) : part_channels(); }
+  int64_t stride() const { return parts * part_stride(); }
+  int64_t part_panels() const { return part_stride() / kPanel; }
+  int64_t pos(int64_t c) const { return (c / part_channels()) * part_stride() + c % part_channels(); }
+  static ChannelLayout unpadded(int64_t c) { return {c, 1, false}; }
 };
 
 // Weights of "out[o] += sum_k in[k] * w(o, k)" packed as panels of kPanel outputs:
 // data[(panel * K + k) * kPanel + lane]. The input index k runs over `taps` consecutive
 // positions of `in_stride` channels each (a window of a channels-last row).
-struct Panels {
-  std::vector<float> data;
+template <typename T>
+struct PanelsOf {
+  std::vector<T> data;
   int64_t K = 0, panels = 0;
 
   // w(o, c, t): weight from input channel c at tap t to output o (unpadded indices).
   template <typename F>
-  static Panels pack(const ChannelLayout& out, const ChannelLayout& in, int64_t in_stride, int64_t taps, F w) {
-    Panels p;
+  static PanelsOf pack(const ChannelLayout& out, const ChannelLayout& in, int64_t in_stride, int64_t taps, F w) {
+    PanelsOf p;
     p.K = taps * in_stride;
     p.panels = out.stride() / kPanel;
-    p.data.assign(static_cast<size_t>(p.panels * p.K * kPanel), 0.0f);
+    p.data.assign(static_cast<size_t>(p.panels * p.K * kPanel), T(0));
     for (int64_t o = 0; o < out.channels; ++o) {
       const int64_t po = out.pos(o);
       for (int64_t t = 0; t < taps; ++t)
@@ -72,18 +72,14 @@ struct Panels {
     return p;
   }
 };
-
-// A bias vector in an output layout (zeros in the padding).
-inline std::vector<float> pack_bias(const at::Tensor& bias, const ChannelLayout& out) {
-  std::vector<float> b(static_cast<size_t>(out.stride()), 0.0f);
-  const float* src = bias.data_ptr<float>();
-  for (int64_t o = 0; o < out.channels; ++o) b[static_cast<size_t>(out.pos(o))] = src[o];
-  return b;
-}
+using Panels = PanelsOf<float>;
 
 // C[m, panel lanes] += sum_k A[m * lda + k] * panel[k, lane] for rows [0, M) and panels
 // [p0, p1). A row's K inputs are contiguous; C rows are ldc apart, panel q at column q * kPanel.
 void panel_gemm(const Panels& w, const float* A, int64_t lda, int64_t M, float* C, int64_t ldc, int64_t p0, int64_t p1);
+// The same in float64 (checks of the samplers in double precision; not tuned).
+void panel_gemm(const PanelsOf<double>& w, const double* A, int64_t lda, int64_t M, double* C, int64_t ldc, int64_t p0,
+                int64_t p1);
 
 // Threads that run one function together and meet at barriers. Each has a fixed id, so it can own
 // the same share of every layer's panels for the whole run. The threads are PyTorch's own OpenMP
@@ -147,7 +143,5 @@ class Team {
   alignas(64) std::atomic<int> sense_{0};
 };
 
-FASTGEN_INLINE float relu(float x) { return x > 0.0f ? x : 0.0f; }
-FASTGEN_INLINE float gate(float a, float b) { return tanh_fast(a) * sigmoid_fast(b); }
 
 }  // namespace fastgen

@@ -2,7 +2,7 @@
 likelihood, loss and sampling. A subclass builds its layers and implements ``logits``."""
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -11,7 +11,8 @@ from fastgen._core import encode_levels
 from fastgen.models._checks import check_images, check_labels
 from fastgen.nn import MaskedConv2d
 from fastgen.ops import categorical_nll
-from fastgen.sampling import draw_noise, naive_sample, partial_image
+from fastgen.program import Act, CategoricalDraw, Conv, CondRef, MixtureDraw, Pointwise, SamplingProgram, Stream, Term
+from fastgen.sampling import sample as sample_with_driver
 
 # A class label tensor (N,), a spatial map (N, cond_channels, H, W), or both as a pair.
 Cond = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor], None]
@@ -77,14 +78,19 @@ class AutoregressiveImageModel(nn.Module):
         ``type(model)(**model.config())`` rebuilds the model."""
         return dict(self._config)
 
-    def logits(self, x: torch.Tensor, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor:
+    def draw_inputs(self, x: torch.Tensor, cond: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+        """The output head for every pixel, (N, C * levels, H, W) in colour order (channel
+        c * levels + l): what the draw reads. ``cond`` is ``prepare_cond``'s (labels, map)."""
         raise NotImplementedError
 
-    def sampling_plan(self, labels: torch.Tensor | None, cond_map: torch.Tensor | None
-                      ) -> tuple[Callable, list[torch.Tensor], torch.Tensor | None]:
-        """(cached sampling op, weights with masks applied, conditioning terms) for
-        ``sample(cache=True)``; the layout is documented in fastgen/reference/cached_sampling.py."""
+    def sampling_program(self, cond: tuple[torch.Tensor | None, torch.Tensor | None]) -> SamplingProgram:
+        """The model's cached sampler as a program (``fastgen.program``), built from its modules."""
         raise NotImplementedError(f"{type(self).__name__} has no cached sampler; use sample(cache=False)")
+
+    @property
+    def draw_node(self) -> CategoricalDraw | MixtureDraw:
+        """The kind of draw that ends the model's sampling program."""
+        return CategoricalDraw(src=-1)
 
     # -- shared --------------------------------------------------------------------------------
     def layer_conditions(self, n_layers: int, width: int) -> nn.ModuleList | None:
@@ -101,17 +107,32 @@ class AutoregressiveImageModel(nn.Module):
             nn.ReLU(), MaskedConv2d(width, self.in_channels * self.levels, 1, "B", groups),
         )
 
-    def head_plan(self) -> list[torch.Tensor]:
-        """The output head's part of a sampling plan: (head1_w, head1_b, head2_w, head2_b)."""
-        return [t for conv in (self.head[1], self.head[3]) for t in (conv.masked_weight().flatten(1), conv.bias)]
+    # -- pieces of a sampling program --------------------------------------------------------
+    def new_program(self) -> SamplingProgram:
+        return SamplingProgram(self.in_channels, self.levels, *self.image_size)
 
-    def cond_terms(self, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor | None:
-        """Every layer's conditioning term stacked channels-last: (layers, N, Hc, Wc, K), with
-        (Hc, Wc) = (1, 1) for class labels only, or None for an unconditional model."""
-        if getattr(self, "cond", None) is None:
-            return None
-        terms = [embed(labels, cond_map).detach() for embed in self.cond]
-        return torch.stack([t[:, None, None, :] if t.dim() == 2 else t.permute(0, 2, 3, 1) for t in terms]).contiguous()
+    def program_head(self, program: SamplingProgram, src: int) -> None:
+        """The output head (ReLU, 1x1, ReLU, 1x1) on value ``src`` and the categorical draw."""
+        relu = program.value(program.values[src].channels, Stream.PIXEL)
+        program.add(Pointwise(relu, src, Act.RELU))
+        hidden = program.value(self.head[1].out_channels, Stream.PIXEL)
+        program.add(Conv(hidden, [masked_term(relu, self.head[1])], act=Act.RELU))
+        logits = program.value(self.head[3].out_channels, Stream.PIXEL)
+        program.add(Conv(logits, [masked_term(hidden, self.head[3])]))
+        program.add(CategoricalDraw(logits))
+
+    def program_conds(self, program: SamplingProgram, cond: tuple[torch.Tensor | None, torch.Tensor | None],
+                      count: int) -> list[CondRef | None]:
+        """Each of ``count`` layers' conditioning term registered in ``program`` channels-last,
+        (N, 1, 1, K) for class labels only, (N, H, W, K) with a map; Nones for an unconditional model."""
+        if self.cond is None:
+            return [None] * count
+        labels, cond_map = cond
+        refs = []
+        for embed in self.cond:
+            t = embed(labels, cond_map).detach()
+            refs.append(program.cond((t[:, None, None, :] if t.dim() == 2 else t.permute(0, 2, 3, 1)).contiguous()))
+        return refs
 
     def head_to_logits(self, out: torch.Tensor) -> torch.Tensor:
         """A head's (N, C*L, H, W) output, colour-group order (channel c * L + l), viewed as
@@ -161,6 +182,14 @@ class AutoregressiveImageModel(nn.Module):
             cond_map = cond_map.to(next(self.parameters()).dtype)
         return labels, cond_map
 
+    def prepare_cond(self, cond: Cond, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``split_cond`` for the sampling driver."""
+        return self.split_cond(cond, n)
+
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None, cond_map: torch.Tensor | None) -> torch.Tensor:
+        """Logits (N, levels, C, H, W) of validated images ``x``."""
+        return self.head_to_logits(self.draw_inputs(x, (labels, cond_map)))
+
     def forward(self, x: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         """Logits (N, levels, C, H, W) of every sub-pixel given the ones before it."""
         x = self.check_images(x)
@@ -175,43 +204,31 @@ class AutoregressiveImageModel(nn.Module):
         """Mean negative log-likelihood in nats per sub-pixel (divide by ln 2 for bits/dim)."""
         return -self.log_prob(x, cond).mean() / self.dims
 
-    @torch.no_grad()
     def sample(self, n: int, cond: Cond = None, *, partial: tuple[torch.Tensor, torch.Tensor] | None = None,
                noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                cache: bool = True) -> torch.Tensor:
-        """Draw n images (n, C, H, W) int64.
+        """Draw n images (n, C, H, W) int64 (``fastgen.sampling.sample``, which every model shares).
 
         Args:
             cond: labels (n,) and/or a map, as for ``forward``; required by conditional models.
             partial: (image, known) to complete images: sub-pixels where ``known`` is True keep
                 the values of ``image`` (n, C, H, W); the rest are sampled given them.
-            noise: pre-drawn uniform [0, 1) noise of shape (n, C, H, W), one number per
-                sub-pixel (see ``fastgen.sampling``); the same noise gives the same images.
+            noise: pre-drawn uniform [0, 1) noise of shape (n, *noise_shape) (see
+                ``fastgen.sampling``); the same noise gives the same images.
             generator: where noise is drawn from when not given (on the CPU, up front).
-            cache: use the cached incremental sampler (about one forward pass of work per image;
-                ``fastgen.ops.pixelcnn_sample``); False runs the naive sampler (one forward pass
-                per sub-pixel). Both draw the same images from the same noise.
+            cache: the cached incremental sampler (``sampling_program``, run by
+                ``fastgen.ops.sample_program``: about one forward pass of work per image); False
+                runs the naive sampler (one forward pass per sub-pixel). Both draw the same images
+                from the same noise.
         """
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        device = next(self.parameters()).device
-        shape = self.noise_shape
-        labels, cond_map = self.split_cond(cond, n)
-        if noise is None:
-            noise = draw_noise(n, shape, generator=generator, device=device)
-        elif tuple(noise.shape) != (n, *shape):
-            raise ValueError(f"noise must have shape {(n, *shape)} (n, C, H, W), got {tuple(noise.shape)}")
-        image, known = partial_image(partial, n, shape, self.levels, device)
-        noise = noise.to(device=device, dtype=torch.float64)
-        was_training = self.training
-        self.eval()
-        try:
-            if not cache:
-                return naive_sample(lambda x: self.logits(x, labels, cond_map), image, known, noise)
-            op, weights, cond_terms = self.sampling_plan(labels, cond_map)
-            return op(weights, cond_terms, image, known, noise, self.levels)[0]
-        finally:
-            self.train(was_training)
+        return sample_with_driver(self, n, cond, partial=partial, noise=noise, generator=generator, cache=cache)
+
+
+def masked_term(src: int, conv: MaskedConv2d) -> Term:
+    """A masked k x k convolution as a program term: its rows down to the output row (the rows
+    below are masked), the output row at kernel row k // 2."""
+    p = conv.kernel_size // 2
+    return Term(src, conv.masked_weight()[:, :, : p + 1], conv.bias, top=p, left=p)
 
 
 def check_hidden(hidden: int, multiple: int, name: str = "hidden_channels") -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from fastgen.models.autoregressive import AutoregressiveImageModel, check_hidden
+from fastgen.models.autoregressive import AutoregressiveImageModel, check_hidden, masked_term
 from fastgen.nn import HorizontalStackConv2d, MaskedConv2d, VerticalStackConv2d
-from fastgen.ops import gated_activation, gated_pixelcnn_sample
+from fastgen.ops import gated_activation
+from fastgen.program import Act, Conv, Pointwise, SamplingProgram, Stream, Term, replace
 
 
 class GatedLayer(nn.Module):
@@ -77,7 +78,8 @@ class GatedPixelCNN(AutoregressiveImageModel):
         self.cond = self.layer_conditions(n_layers, 4 * hidden_channels)
         self.head = self.output_head(skip_channels, skip_channels)
 
-    def logits(self, x, labels, cond_map):
+    def draw_inputs(self, x, cond):
+        labels, cond_map = cond
         v = h = self.encode(x)
         skip = None
         for i, layer in enumerate(self.layers):
@@ -86,14 +88,35 @@ class GatedPixelCNN(AutoregressiveImageModel):
                 cond_v, cond_h = self.cond[i](labels, cond_map).chunk(2, dim=1)
             v, h, s = layer(v, h, cond_v, cond_h)
             skip = s if skip is None else skip + s
-        return self.head_to_logits(self.head(skip))
+        return self.head(skip)
 
-    def sampling_plan(self, labels, cond_map):
-        weights = []
-        for layer in self.layers:
-            weights += [layer.v_conv.weight, layer.v_conv.bias, layer.v_to_h.weight.flatten(1), layer.v_to_h.bias,
-                        layer.h_conv.masked_weight()[:, :, 0], layer.h_conv.bias,
-                        layer.h_out.masked_weight().flatten(1), layer.h_out.bias,
-                        layer.skip.masked_weight().flatten(1), layer.skip.bias]
-        weights += self.head_plan()
-        return gated_pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)
+    def sampling_program(self, cond) -> SamplingProgram:
+        """The two stacks in program nodes: the vertical stack is a ROW stream (computed once per
+        row for the whole row), the horizontal stack a PIXEL stream (``fastgen.program``)."""
+        program = self.new_program()
+        conds = self.program_conds(program, cond, len(self.layers))
+        v = h = program.IMAGE
+        skips = []
+        for l, (layer, layer_cond) in enumerate(zip(self.layers, conds)):
+            width = layer.h_out.out_channels
+            p = layer.v_conv.pad
+            # Vertical: rows i-p..i-1 of the image, or i-p..i of the previous vertical output.
+            v_pre = program.value(2 * width, Stream.ROW)
+            program.add(Conv(v_pre, [Term(v, layer.v_conv.weight, layer.v_conv.bias, top=p, left=p)]))
+            # Horizontal: the current row up to the pixel, plus the vertical stack through a 1x1.
+            link = Term(v_pre, layer.v_to_h.weight, layer.v_to_h.bias)
+            horizontal = Term(h, layer.h_conv.masked_weight(), layer.h_conv.bias, top=0, left=p)
+            h_cond = replace(layer_cond, offset=2 * width) if layer_cond is not None else None
+            gated = program.value(width, Stream.PIXEL)
+            program.add(Conv(gated, [horizontal, link], act=Act.TANH_GATE, cond=h_cond))
+            skips.append(masked_term(gated, layer.skip))
+            if l + 1 < len(self.layers):  # the last layer's stack outputs are never read
+                v_next = program.value(width, Stream.ROW)
+                program.add(Pointwise(v_next, v_pre, Act.TANH_GATE, cond=layer_cond))
+                h_next = program.value(width, Stream.PIXEL)
+                program.add(Conv(h_next, [masked_term(gated, layer.h_out)], residual=None if l == 0 else h))
+                v, h = v_next, h_next
+        skip = program.value(self.head[1].in_channels, Stream.PIXEL)
+        program.add(Conv(skip, skips))
+        self.program_head(program, skip)
+        return program

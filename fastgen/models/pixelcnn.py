@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models.autoregressive import AutoregressiveImageModel, check_hidden
+from fastgen.models.autoregressive import AutoregressiveImageModel, check_hidden, masked_term
 from fastgen.nn import MaskedConv2d
-from fastgen.ops import pixelcnn_sample
+from fastgen.program import Act, Conv, Pointwise, SamplingProgram, Stream
 
 
 class ResidualMaskedBlock(nn.Module):
@@ -57,19 +57,30 @@ class PixelCNN(AutoregressiveImageModel):
         self.cond = self.layer_conditions(n_layers, hidden_channels // 2)
         self.head = self.output_head(hidden_channels, head_channels)
 
-    def logits(self, x, labels, cond_map):
+    def draw_inputs(self, x, cond):
+        labels, cond_map = cond
         h = self.input(self.encode(x))
         for i, block in enumerate(self.blocks):
             h = block(h, self.cond[i](labels, cond_map) if self.cond is not None else None)
-        return self.head_to_logits(self.head(h))
+        return self.head(h)
 
-    def sampling_plan(self, labels, cond_map):
-        def plan(conv: MaskedConv2d, matrix: bool = True) -> list[torch.Tensor]:
-            w = conv.masked_weight()
-            return [w.flatten(1) if matrix else w, conv.bias]
-
-        weights = plan(self.input, matrix=False)
-        for block in self.blocks:
-            weights += plan(block.reduce) + plan(block.conv, matrix=False) + plan(block.expand)
-        weights += self.head_plan()
-        return pixelcnn_sample, [w.detach().contiguous() for w in weights], self.cond_terms(labels, cond_map)
+    def sampling_program(self, cond) -> SamplingProgram:
+        """The network in program nodes: every block's k x k convolution reads its input's rows
+        above once per row and the current row per pixel (``fastgen.program``)."""
+        program = self.new_program()
+        hidden, half = self.input.out_channels, self.blocks[0].reduce.out_channels if self.blocks else 0
+        conds = self.program_conds(program, cond, len(self.blocks))
+        h = program.value(hidden, Stream.PIXEL)
+        program.add(Conv(h, [masked_term(program.IMAGE, self.input)]))
+        for block, block_cond in zip(self.blocks, conds):
+            relu = program.value(hidden, Stream.PIXEL)
+            program.add(Pointwise(relu, h, Act.RELU))
+            reduced = program.value(half, Stream.PIXEL)
+            program.add(Conv(reduced, [masked_term(relu, block.reduce)], act=Act.RELU, cond=block_cond))
+            conv = program.value(half, Stream.PIXEL)
+            program.add(Conv(conv, [masked_term(reduced, block.conv)], act=Act.RELU))
+            out = program.value(hidden, Stream.PIXEL)
+            program.add(Conv(out, [masked_term(conv, block.expand)], residual=h))
+            h = out
+        self.program_head(program, h)
+        return program

@@ -17,8 +17,7 @@ from fastgen.nn.shifted_conv import (
     concat_elu,
 )
 from fastgen.ops import dmol_nll, dmol_sample
-from fastgen.sampling import draw_noise, partial_image
-from fastgen.sampling.pixelcnnpp import cached_sample_pixelcnnpp, naive_sample_dmol
+from fastgen.program import Act, Conv, CondRef, MixtureDraw, Pointwise, SamplingProgram, Stream, Term, Upsample
 
 SCALES = 3  # resolutions: full, 1/2, 1/4
 
@@ -154,42 +153,119 @@ class PixelCNNpp(AutoregressiveImageModel):
         """Noise per image: nr_mix Gumbel numbers and one logistic number per colour, per pixel."""
         return (self.nr_mix + self.in_channels, *self.image_size)
 
+    @property
+    def draw_node(self) -> MixtureDraw:
+        return MixtureDraw(src=-1, nr_mix=self.nr_mix)
+
+    def prepare_cond(self, cond: Cond, n: int) -> tuple[torch.Tensor | None, None]:
+        return self.split_cond(cond, n)[0], None
+
+    def draw_inputs(self, x: torch.Tensor, cond) -> torch.Tensor:
+        return self.params(x, cond[0])
+
     def draw(self, params: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Integer levels (N, C, H', W') drawn from params (N, K, H', W') with noise (N, M + C, H', W')."""
         values = dmol_sample(params, nr_mix=self.nr_mix, noise=noise.to(params.dtype), levels=self.levels)
         return torch.round((values + 1) * ((self.levels - 1) / 2)).long()
 
-    @torch.no_grad()
-    def sample(self, n: int, cond: Cond = None, *, partial: tuple[torch.Tensor, torch.Tensor] | None = None,
-               noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               cache: bool = True) -> torch.Tensor:
-        """Draw n images (n, C, H, W) int64.
+    def sampling_program(self, cond) -> SamplingProgram:
+        """``params`` in program nodes, in the same order. The u stream (down-shifted: rows above
+        only) is a ROW stream, computed once per row; the ul stream (down-right-shifted) is a PIXEL
+        stream. A layer at 1/2^s resolution runs every 2^s rows and columns (``fastgen.program``)."""
+        return _ProgramBuilder(self, cond[0]).program
 
-        Args:
-            cond: class labels (n,) for a class-conditional model.
-            partial: (image, known) to complete images; a pixel is kept when all its colours are
-                known (the mixture draws the colours of a pixel together).
-            noise: uniform [0, 1) noise of shape (n, nr_mix + C, H, W) (``noise_shape``); the same
-                noise gives the same images.
-            generator: where noise is drawn from when not given (on the CPU, up front).
-            cache: the cached incremental sampler (``fastgen.sampling.pixelcnnpp``); False runs
-                one forward pass per pixel. Both draw the same images from the same noise.
-        """
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        device = next(self.parameters()).device
-        labels, _ = self.split_cond(cond, n)
-        if noise is None:
-            noise = draw_noise(n, self.noise_shape, generator=generator, device=device)
-        elif tuple(noise.shape) != (n, *self.noise_shape):
-            raise ValueError(f"noise must have shape {(n, *self.noise_shape)} (n, nr_mix + C, H, W), "
-                             f"got {tuple(noise.shape)}")
-        image, known = partial_image(partial, n, (self.in_channels, *self.image_size), self.levels, device)
-        known = known.all(dim=1)
-        was_training = self.training
-        self.eval()
-        try:
-            sampler = cached_sample_pixelcnnpp if cache else naive_sample_dmol
-            return sampler(self, image, known, noise.to(device), labels)
-        finally:
-            self.train(was_training)
+
+def _shifted_term(src: int, module, weight_columns: slice | list | None = None) -> Term:
+    """A Down(Right)ShiftedConv2d as a program term: output (a, b) reads rows from
+    stride * a - (kh - 1) (a row lower after a down shift) and columns from stride * b - kw // 2
+    (down-shifted) or stride * b - (kw - 1) (down-right-shifted, a column further after a right shift)."""
+    conv = module.conv
+    (kh, kw), stride = module.kernel_size, module.stride
+    weight = conv.weight if weight_columns is None else conv.weight[:, weight_columns]
+    down = int(getattr(module, "shift_down", False))
+    right = int(getattr(module, "shift_right", False))
+    left = kw // 2 if isinstance(module, DownShiftedConv2d) else kw - 1
+    return Term(src, weight, conv.bias, top=kh - 1 + stride * down, left=left + stride * right, stride=stride,
+                shift=(down, right))
+
+
+def _nin_terms(module: NetworkInNetwork, skips: list[int], width: int) -> list[Term]:
+    """nin(concat_elu(cat(skips))) as one 1x1 term per skip's concat_elu value: the weight columns
+    of skip k are its x part [k w, (k + 1) w) and its -x part [(n + k) w, (n + k + 1) w)."""
+    weight, n = module.conv.weight, len(skips)
+    terms = []
+    for k, src in enumerate(skips):
+        columns = list(range(k * width, (k + 1) * width)) + list(range((n + k) * width, (n + k + 1) * width))
+        terms.append(Term(src, weight[:, columns], module.conv.bias if k == 0 else None))
+    return terms
+
+
+class _ProgramBuilder:
+    """Walks ``PixelCNNpp.params`` and writes each of its layers as program nodes."""
+
+    def __init__(self, model: PixelCNNpp, labels: torch.Tensor | None):
+        self.model, self.labels = model, labels
+        f = model.nr_filters
+        self.program = p = SamplingProgram(model.in_channels, model.levels, *model.image_size, ones_channel=True)
+        self.celu: dict[int, int] = {}
+        x = p.IMAGE
+        u = p.value(f, Stream.ROW)
+        p.add(Conv(u, [_shifted_term(x, model.u_init)]))
+        ul = p.value(f, Stream.PIXEL)
+        p.add(Conv(ul, [_shifted_term(x, model.ul_init_down), _shifted_term(x, model.ul_init_right)]))
+        u_list, ul_list = [u], [ul]
+        for s in range(SCALES):  # up pass
+            for block_u, block_ul in zip(model.up_u[s], model.up_ul[s]):
+                u_list.append(self.resnet(block_u, u_list[-1], [], Stream.ROW, s))
+                ul_list.append(self.resnet(block_ul, ul_list[-1], [u_list[-1]], Stream.PIXEL, s))
+            if s < SCALES - 1:
+                u_list.append(self.conv(model.downsize_u[s], u_list[-1], Stream.ROW, s + 1))
+                ul_list.append(self.conv(model.downsize_ul[s], ul_list[-1], Stream.PIXEL, s + 1))
+        u, ul = u_list.pop(), ul_list.pop()
+        for i in range(SCALES):  # down pass
+            s = SCALES - 1 - i
+            for block_u, block_ul in zip(model.down_u[i], model.down_ul[i]):
+                u = self.resnet(block_u, u, [u_list.pop()], Stream.ROW, s)
+                ul = self.resnet(block_ul, ul, [u, ul_list.pop()], Stream.PIXEL, s)
+            if i < SCALES - 1:
+                u = self.upsample(model.upsize_u[i], u, Stream.ROW, s - 1)
+                ul = self.upsample(model.upsize_ul[i], ul, Stream.PIXEL, s - 1)
+        elu = p.value(f, Stream.PIXEL)
+        p.add(Pointwise(elu, ul, Act.ELU))
+        params = p.value(model.head.conv.out_channels, Stream.PIXEL)
+        p.add(Conv(params, [Term(elu, model.head.conv.weight, model.head.conv.bias)]))
+        p.add(MixtureDraw(params, model.nr_mix))
+
+    def concat_elu(self, v: int) -> int:
+        """concat_elu of value v, made once however many layers read it."""
+        if v not in self.celu:
+            value = self.program.values[v]
+            self.celu[v] = self.program.value(2 * value.channels, value.stream, value.scale)
+            self.program.add(Pointwise(self.celu[v], v, Act.CONCAT_ELU))
+        return self.celu[v]
+
+    def conv(self, module, src: int, stream: Stream, scale: int) -> int:
+        out = self.program.value(self.model.nr_filters, stream, scale)
+        self.program.add(Conv(out, [_shifted_term(src, module)]))
+        return out
+
+    def resnet(self, block: GatedResnet, x: int, skips: list[int], stream: Stream, scale: int) -> int:
+        """x + a * sigmoid(b) (``GatedResnet.forward``)."""
+        p, f = self.program, self.model.nr_filters
+        terms = [_shifted_term(self.concat_elu(x), block.conv_input)]
+        if skips:
+            terms += _nin_terms(block.nin_skip, [self.concat_elu(s) for s in skips], f)
+        hidden = p.value(f, stream, scale)
+        p.add(Conv(hidden, terms))
+        cond: CondRef | None = None
+        if block.embed is not None:
+            cond = p.cond(block.embed(self.labels).detach()[:, None, None, :].contiguous())
+        out = p.value(f, stream, scale)
+        p.add(Conv(out, [_shifted_term(self.concat_elu(hidden), block.conv_out)], act=Act.SIGMOID_GATE, cond=cond,
+                   residual=x))
+        return out
+
+    def upsample(self, module, src: int, stream: Stream, scale: int) -> int:
+        out = self.program.value(self.model.nr_filters, stream, scale)
+        self.program.add(Upsample(out, src, module.conv.weight, module.conv.bias, module.first_column))
+        return out

@@ -2,17 +2,15 @@
 from fastgen.ops import _lib  # noqa: F401  (schemas first)
 from fastgen import _ext  # noqa: F401  (then the compiled kernels, if built)
 from fastgen.ops._dispatch import implementations, use_reference
-from fastgen.ops.cached_sampling import gated_pixelcnn_sample, pixelcnn_sample
 from fastgen.ops.categorical_nll import categorical_nll
 from fastgen.ops.dmol import dmol_nll, dmol_sample
 from fastgen.ops.gan_loss import gan_loss
 from fastgen.ops.gated_activation import gated_activation
 from fastgen.ops.gradient_penalty import gradient_penalty
 from fastgen.ops.masked_conv2d import masked_conv2d
-from fastgen.ops.pixelcnnpp_sampling import pixelcnnpp_sample_row
 from fastgen.ops.reparameterize import reparameterize
+from fastgen.ops.sample_program import sample_program
 from fastgen.ops.vae_nelbo import vae_nelbo
 
-__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "gan_loss", "gated_activation", "gated_pixelcnn_sample",
-           "gradient_penalty", "implementations", "masked_conv2d", "pixelcnn_sample", "pixelcnnpp_sample_row",
-           "reparameterize", "use_reference", "vae_nelbo"]
+__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "gan_loss", "gated_activation", "gradient_penalty",
+           "implementations", "masked_conv2d", "reparameterize", "sample_program", "use_reference", "vae_nelbo"]

@@ -28,20 +28,21 @@ lib.define("categorical_nll(Tensor logits, Tensor target) -> (Tensor, Tensor)")
 # grad_logits = grad[n] * (exp(logits - lse) - onehot(target)), in the logits' layout.
 lib.define("categorical_nll_backward(Tensor grad, Tensor logits, Tensor target, Tensor lse) -> Tensor")
 
-# Cached incremental sampling of a model's sampling plan (see fastgen/reference/cached_sampling.py):
-# weights with masks applied, per-layer conditioning terms (layers, N, Hc, Wc, K) or None, the
-# start image (N, C, H, W) int64, the mask of known sub-pixels, float64 uniform noise (N, C, H, W).
-# Returns the images and, when return_logits, the logits of every draw (N, L, C, H, W) float32.
-_SAMPLE_ARGS = ("(Tensor[] weights, Tensor? cond, Tensor image, Tensor known, Tensor noise, int levels, "
-                "bool return_logits) -> (Tensor, Tensor)")
-lib.define("pixelcnn_sample" + _SAMPLE_ARGS)
-lib.define("gated_pixelcnn_sample" + _SAMPLE_ARGS)
-# The same, as the block sampler of csrc/cuda/block_sampler.cuh (one thread block per image), over
-# a block plan (fastgen.ops.cached_sampling.block_plan); model is "pixelcnn" or "gated_pixelcnn".
-# The CUDA kernel serves the samplers on GPUs; its CPU implementation runs the same program with a
-# few threads per image and real barriers, so that tests can check it without a GPU.
-lib.define("block_sample(str model, Tensor[] plan, Tensor? cond, Tensor image, Tensor known, Tensor noise, "
-           "int levels, bool return_logits) -> (Tensor, Tensor)")
+# sample_program: cached incremental sampling of a sampling program (fastgen/program.py), given as
+# SamplingProgram.encode()'s (tensors, ints): the start image (N, C, H, W) int64, the known mask
+# (N, C, H, W) bool, uniform float64 noise (N, noise channels, H, W). Returns the images and, when
+# return_draw_inputs, the draw's inputs at every pixel (N, K, H, W) in the program's dtype.
+_SAMPLE_PROGRAM = ("(Tensor[] tensors, int[] program, Tensor image, Tensor known, Tensor noise, "
+                   "bool return_draw_inputs) -> (Tensor, Tensor)")
+lib.define("sample_program" + _SAMPLE_PROGRAM)
+# The same program run by the GPU block interpreter (csrc/cuda/sample_program_block.cuh: one thread
+# block per image). Its CUDA kernel serves sample_program on GPUs; its CPU implementation runs the
+# same code with a few threads per image meeting at real barriers, so that tests check it without
+# a GPU.
+lib.define("sample_program_block" + _SAMPLE_PROGRAM)
+# The compiled reader's view of a program: one line per value, node and term, as
+# SamplingProgram.describe() prints it (tests compare the two).
+lib.define("sample_program_describe(Tensor[] tensors, int[] program) -> str")
 
 # reparameterize: z = mu + exp(logvar / 2) * eps (all one shape). The backward returns
 # (grad_logvar, grad_eps); grad_mu is the incoming gradient itself.
@@ -80,9 +81,3 @@ lib.define("dmol_nll_backward(Tensor grad, Tensor x, Tensor params, Tensor pixel
 # dmol_sample: one draw per pixel from the mixture, noise (N, nr_mix + C, H, W) uniform in [0, 1)
 # -> (N, C, H, W) in [-1, 1] on the grid of `levels` values.
 lib.define("dmol_sample(Tensor params, Tensor noise, int nr_mix, int levels) -> Tensor")
-
-# pixelcnnpp_sample_row: the pixel stream of PixelCNN++'s cached sampler for one image row: every
-# ul-stream layer, the head and the draw at each pixel, updating the layer caches and the image in
-# place (the caches, the program layout and the reference: fastgen/sampling/pixelcnnpp.py).
-lib.define("pixelcnnpp_sample_row(Tensor(a!)[] caches, Tensor[] weights, int[] program, Tensor(b!) image, "
-           "Tensor known, Tensor noise, int row, int nr_mix, int levels) -> ()")

@@ -1,5 +1,5 @@
 """Pure-PyTorch specifications of every fastgen op: the truth that tests and benchmarks compare to."""
-from fastgen.reference.cached_sampling import gated_pixelcnn_sample_reference, pixelcnn_sample_reference
+from fastgen._core import causal_mask
 from fastgen.reference.categorical_nll import (
     categorical_logsumexp_reference,
     categorical_nll_backward_reference,
@@ -8,12 +8,12 @@ from fastgen.reference.categorical_nll import (
 from fastgen.reference.dmol import dmol_nll_reference, dmol_pixel_log_prob_reference, dmol_sample_reference
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 from fastgen.reference.masked_conv2d import (
-    causal_mask,
     masked_conv2d_backward_reference,
     masked_conv2d_grad_input_reference,
     masked_conv2d_grad_weight_reference,
     masked_conv2d_reference,
 )
+from fastgen.reference.sample_program import run_program, sample_program_reference
 
 __all__ = [
     "categorical_logsumexp_reference",
@@ -23,12 +23,12 @@ __all__ = [
     "dmol_nll_reference",
     "dmol_pixel_log_prob_reference",
     "dmol_sample_reference",
-    "gated_pixelcnn_sample_reference",
     "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
     "gated_activation_reference",
     "masked_conv2d_grad_input_reference",
     "masked_conv2d_grad_weight_reference",
     "masked_conv2d_reference",
-    "pixelcnn_sample_reference",
+    "run_program",
+    "sample_program_reference",
 ]
