@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call, for a machine with an NVIDIA GPU and a CUDA build of torch:
-# build fastgen._C with CUDA, then, most important first, the cached sampler's GPU tests, the
-# sampling benchmark (batch 1, 16, 256), the GPU tests of every other op, and the op benchmarks.
+# build fastgen._C with CUDA, then, most important first, the sampling program's GPU tests (the
+# CUDA block interpreter against the reference), the sampling benchmark (batch 1, 16, 256), the GPU
+# tests of every other op, and the op benchmarks.
 # Everything goes to $OUT (default bench/results/gpu-run).
 #
 #   OUT=/some/dir GPU_BUDGET_S=480 bash bench/gpu.sh
@@ -55,11 +56,11 @@ if ! FASTGEN_CUDA=1 limited 300 "$PY" setup.py build_ext --inplace >> "$OUT/buil
     exit 1
   fi
 fi
-grep -E -A2 "Compiling entry function '.*block_sample" "$OUT/build.log" | grep -E "Used|spill" | head -4
+grep -E -A2 "Compiling entry function '.*sample_program_kernel" "$OUT/build.log" | grep -E "Used|spill" | head -8
 "$PY" -m fastgen info
 
-step "cached sampler on the GPU: tests"
-FASTGEN_REQUIRE_EXT=1 limited 120 "$PY" -m pytest -q -p no:cacheprovider -rfE tests/test_cached_sampling.py \
+step "the sampling program on the GPU: tests"
+FASTGEN_REQUIRE_EXT=1 limited 120 "$PY" -m pytest -q -p no:cacheprovider -rfE tests/test_sample_program.py \
   tests/test_dispatch.py -k "cuda or dispatch or info" > "$OUT/tests-sampler.txt" 2>&1 || status=1
 tail -5 "$OUT/tests-sampler.txt"
 
@@ -69,14 +70,14 @@ limited 150 "$PY" -m bench.bench_sampling --device cuda --model GatedPixelCNN --
 
 step "every other op on the GPU: tests"
 FASTGEN_REQUIRE_EXT=1 limited 150 "$PY" -m pytest -q -p no:cacheprovider -rfE ${XDIST[@]+"${XDIST[@]}"} -k "cuda or triton" \
-  --ignore tests/test_cached_sampling.py tests > "$OUT/tests-ops.txt" 2>&1 || status=1
+  --ignore tests/test_sample_program.py tests > "$OUT/tests-ops.txt" 2>&1 || status=1
 tail -5 "$OUT/tests-ops.txt"
 
 step "op benchmarks, forward+backward"
 limited 90 "$PY" -m bench --device cuda --modes fwd+bwd --providers reference,fastgen --out "$OUT/ops.csv" \
   2>&1 | grep -v -E "USDT|profiler" || status=1
 
-step "PixelCNN++ sampling (its pixel stream runs the reference on the GPU)"
+step "PixelCNN++ sampling (the block interpreter)"
 limited 90 "$PY" -m bench.bench_sampling --device cuda --model PixelCNNpp --repeats 3 --out "$OUT/sampling.csv" \
   || status=1
 
