@@ -234,9 +234,6 @@ class SamplingProgram:
             return self.draw.nr_mix * (10 if self.image_channels == 3 else 3)
         return self.image_channels * self.levels
 
-    def size(self, scale: int) -> tuple[int, int]:
-        return self.height >> scale, self.width >> scale
-
     def tensors(self) -> Iterator[torch.Tensor]:
         """Every weight, bias and conditioning tensor, in encoding order."""
         for node in self.nodes:
@@ -250,10 +247,15 @@ class SamplingProgram:
                     yield node.bias
         yield from self.conds
 
-    def check(self, batch: int | None = None) -> None:
+    def check(self, batch: int | None = None, *, weights: bool = True) -> None:
         """Raise ProgramError naming the node and what is wrong unless the program follows every
-        rule of the module docstring (and its conditioning tensors have ``batch`` rows)."""
-        _check(self, batch)
+        rule of the module docstring (and its conditioning tensors have ``batch`` rows).
+
+        ``weights=False`` skips the one check that reads weight values: that the taps of the
+        current row right of the output column hold zeros. The interpreters never read those taps,
+        so the check only tells whether a program is causal as its model is; the sampler op skips
+        it, the tests of every model's program run it."""
+        _check(self, batch, weights)
 
     # -- the binary layout ---------------------------------------------------------------------
     def encode(self) -> tuple[list[torch.Tensor], list[int]]:
@@ -303,15 +305,15 @@ KINDS = {Conv: Kind.CONV, Pointwise: Kind.POINTWISE, Upsample: Kind.UPSAMPLE, LS
          CategoricalDraw: Kind.CATEGORICAL_DRAW, MixtureDraw: Kind.MIXTURE_DRAW}
 
 # (record, fields): the header, each value, each term, then each node kind after its kind number.
-# A field named *_terms is followed by that many term records.
+# A conv's or a cell's n_terms is followed by that many term records.
 LAYOUT: dict[str, tuple[str, ...]] = {
     "header": ("version", "image_channels", "levels", "height", "width", "ones_channel", "values", "nodes",
                "conds"),
     "value": ("channels", "stream", "scale"),
-    "term": ("src", "weight", "bias", "top", "left", "stride", "shift_rows", "shift_cols"),
+    "term": ("src", "weight", "bias", "kh", "kw", "top", "left", "stride", "shift_rows", "shift_cols"),
     "conv": ("out", "act", "cond_index", "cond_offset", "residual", "n_terms"),
     "pointwise": ("out", "src", "act", "cond_index", "cond_offset"),
-    "upsample": ("out", "src", "weight", "bias", "first_column"),
+    "upsample": ("out", "src", "weight", "bias", "kw", "first_column"),
     "lstm_cell": ("h", "c", "gates", "carry", "n_terms"),
     "categorical_draw": ("src",),
     "mixture_draw": ("src", "nr_mix"),
@@ -322,10 +324,8 @@ RECORD_OF_KIND = {Kind.CONV: "conv", Kind.POINTWISE: "pointwise", Kind.UPSAMPLE:
 
 
 def _fields(record: str, values: dict[str, int]) -> list[int]:
-    names = LAYOUT[record]
-    if set(values) != set(names):
-        raise AssertionError(f"layout of {record}: {sorted(values)} != {sorted(names)}")
-    return [int(values[name]) for name in names]
+    """A record's ints in LAYOUT order (a field LAYOUT names but ``values`` lacks is a KeyError)."""
+    return [int(values[name]) for name in LAYOUT[record]]
 
 
 def _encode(program: SamplingProgram) -> tuple[list[torch.Tensor], list[int]]:
@@ -341,8 +341,9 @@ def _encode(program: SamplingProgram) -> tuple[list[torch.Tensor], list[int]]:
         return (-1, 0) if ref is None else (ref.index, ref.offset)
 
     def term(t: Term) -> list[int]:
-        return _fields("term", dict(src=t.src, weight=tensor(t.weight), bias=tensor(t.bias), top=t.top,
-                                    left=t.left, stride=t.stride, shift_rows=t.shift[0], shift_cols=t.shift[1]))
+        return _fields("term", dict(src=t.src, weight=tensor(t.weight), bias=tensor(t.bias), kh=t.weight.shape[2],
+                                    kw=t.weight.shape[3], top=t.top, left=t.left, stride=t.stride,
+                                    shift_rows=t.shift[0], shift_cols=t.shift[1]))
 
     ints = _fields("header", dict(version=LAYOUT_VERSION, image_channels=program.image_channels,
                                   levels=program.levels, height=program.height, width=program.width,
@@ -365,7 +366,8 @@ def _encode(program: SamplingProgram) -> tuple[list[torch.Tensor], list[int]]:
                                               cond_offset=co))
         elif isinstance(node, Upsample):
             ints += _fields("upsample", dict(out=node.out, src=node.src, weight=tensor(node.weight),
-                                             bias=tensor(node.bias), first_column=node.first_column))
+                                             bias=tensor(node.bias), kw=node.weight.shape[3],
+                                             first_column=node.first_column))
         elif isinstance(node, LSTMCell):
             ints += _fields("lstm_cell", dict(h=node.h, c=node.c, gates=node.gates, carry=node.carry,
                                               n_terms=len(node.recurrent)))
@@ -422,15 +424,22 @@ def _decode(tensors: list[torch.Tensor], ints: list[int]) -> SamplingProgram:
     def cond(index: int, offset: int) -> CondRef | None:
         return None if index == -1 else CondRef(index, offset)
 
+    def kernel(weight: torch.Tensor, kh: int | None, kw: int, what: str) -> torch.Tensor:
+        """The weight, whose kernel must have the size the ints declare."""
+        if weight.dim() != 4 or (kh is not None and weight.shape[2] != kh) or weight.shape[3] != kw:
+            raise ProgramError(f"{what}: the program declares a {kh or 2}x{kw} kernel, the weight is "
+                               f"{tuple(weight.shape)}")
+        return weight
+
     def terms(count: int, what: str) -> list[Term]:
         if not 0 <= count <= len(ints):
             raise ProgramError(f"{what}: {count} terms is not a count")
         out = []
         for _ in range(count):
             t = r.record("term")
-            out.append(Term(t["src"], tensor(t["weight"], f"{what} term weight"),
-                            tensor(t["bias"], f"{what} term bias", optional=True), t["top"], t["left"], t["stride"],
-                            (t["shift_rows"], t["shift_cols"])))
+            weight = kernel(tensor(t["weight"], f"{what} term weight"), t["kh"], t["kw"], f"{what} term")
+            out.append(Term(t["src"], weight, tensor(t["bias"], f"{what} term bias", optional=True), t["top"],
+                            t["left"], t["stride"], (t["shift_rows"], t["shift_cols"])))
         return out
 
     try:
@@ -452,8 +461,8 @@ def _decode(tensors: list[torch.Tensor], ints: list[int]) -> SamplingProgram:
             elif kind == Kind.POINTWISE:
                 node = Pointwise(f["out"], f["src"], Act(f["act"]), cond(f["cond_index"], f["cond_offset"]))
             elif kind == Kind.UPSAMPLE:
-                node = Upsample(f["out"], f["src"], tensor(f["weight"], what), tensor(f["bias"], what, True),
-                                f["first_column"])
+                node = Upsample(f["out"], f["src"], kernel(tensor(f["weight"], what), None, f["kw"], what),
+                                tensor(f["bias"], what, True), f["first_column"])
             elif kind == Kind.LSTM_CELL:
                 node = LSTMCell(f["h"], f["c"], f["gates"], [], Carry(f["carry"]))
                 node.recurrent = terms(f["n_terms"], what)
@@ -538,7 +547,7 @@ def layout_header() -> str:
 
 # -- the rules -----------------------------------------------------------------------------------
 
-def _check(p: SamplingProgram, batch: int | None) -> None:
+def _check(p: SamplingProgram, batch: int | None, weights: bool) -> None:
     def fail(where: str, what: str):
         raise ProgramError(f"sampling program, {where}: {what}")
 
@@ -610,7 +619,8 @@ def _check(p: SamplingProgram, batch: int | None) -> None:
             if not node.terms:
                 fail(where, "a Conv has at least one term")
             for k, term in enumerate(node.terms):
-                _check_term(p, term, out, pre, value(term.src, "source"), lambda what: fail(f"{where} term {k}", what))
+                _check_term(p, term, out, pre, value(term.src, "source"), lambda what: fail(f"{where} term {k}", what),
+                            weights=weights)
             if node.residual is not None and value(node.residual, "residual") != out:
                 fail(where, "the residual must have the output's channels, stream and scale")
             cond(node.cond, pre, out.scale)
@@ -647,7 +657,7 @@ def _check(p: SamplingProgram, batch: int | None) -> None:
                 if term.src != node.h:
                     fail(f"{where} term {k}", "recurrent terms read the cell's own h")
                 _check_term(p, term, g, g.channels, h, lambda what: fail(f"{where} term {k}", what),
-                            recurrent=node.carry)
+                            recurrent=node.carry, weights=weights)
         else:
             src = value(node.src, "source")
             if src != Value(p.draw_channels(), Stream.PIXEL, 0):
@@ -659,7 +669,7 @@ def _check(p: SamplingProgram, batch: int | None) -> None:
 
 
 def _check_term(p: SamplingProgram, term: Term, out: Value, out_channels: int, src: Value, fail,
-                recurrent: Carry | None = None) -> None:
+                recurrent: Carry | None = None, weights: bool = True) -> None:
     w = term.weight
     if w.dim() != 4 or w.shape[0] != out_channels or w.shape[1] != src.channels:
         fail(f"weight must be ({out_channels}, {src.channels}, kh, kw), got {tuple(w.shape)}")
@@ -677,6 +687,8 @@ def _check_term(p: SamplingProgram, term: Term, out: Value, out_channels: int, s
     current_row = kh - 1 == term.top  # the last kernel row reads the output row itself
     if out.stream == Stream.ROW and src.stream == Stream.PIXEL and current_row:
         fail("a ROW output may read a PIXEL value's rows above only")
+    if not weights:
+        return
     if current_row and recurrent is not None:
         # A cell's own h is known only at positions before the current one along its carry:
         # right of the column for a RIGHT cell (its row runs right to left), left of it otherwise.

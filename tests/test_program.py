@@ -266,7 +266,8 @@ def test_the_cpp_reader_refuses_bad_ints(position, value, match):
 def test_the_cpp_reader_refuses_bad_tensors():
     program = gated_program()
     tensors, ints = program.encode()
-    for index, bad, match in [(0, tensors[0][:6], r"weight must be \(12, 1, kh, kw\)"),
+    for index, bad, match in [(0, tensors[0][:6], r"weight must be \(12, 1, 1, 3\)"),
+                              (0, tensors[0][..., :1].contiguous(), r"weight must be \(12, 1, 1, 3\), got \[12, 1, 1, 1\]"),
                               (1, tensors[1][:-1], "bias must have shape"),
                               (0, tensors[0].double(), "must be a contiguous"),
                               (0, torch.zeros(12, 1, 1, 6)[..., ::2], "tensor 0 must be a contiguous"),

@@ -65,17 +65,19 @@ struct ValueFields {
   static constexpr int64_t kSize = 3;
 };
 
-// term: src, weight, bias, top, left, stride, shift_rows, shift_cols
+// term: src, weight, bias, kh, kw, top, left, stride, shift_rows, shift_cols
 struct TermFields {
   static constexpr int64_t kSrc = 0;
   static constexpr int64_t kWeight = 1;
   static constexpr int64_t kBias = 2;
-  static constexpr int64_t kTop = 3;
-  static constexpr int64_t kLeft = 4;
-  static constexpr int64_t kStride = 5;
-  static constexpr int64_t kShiftRows = 6;
-  static constexpr int64_t kShiftCols = 7;
-  static constexpr int64_t kSize = 8;
+  static constexpr int64_t kKh = 3;
+  static constexpr int64_t kKw = 4;
+  static constexpr int64_t kTop = 5;
+  static constexpr int64_t kLeft = 6;
+  static constexpr int64_t kStride = 7;
+  static constexpr int64_t kShiftRows = 8;
+  static constexpr int64_t kShiftCols = 9;
+  static constexpr int64_t kSize = 10;
 };
 
 // conv: out, act, cond_index, cond_offset, residual, n_terms
@@ -99,14 +101,15 @@ struct PointwiseFields {
   static constexpr int64_t kSize = 5;
 };
 
-// upsample: out, src, weight, bias, first_column
+// upsample: out, src, weight, bias, kw, first_column
 struct UpsampleFields {
   static constexpr int64_t kOut = 0;
   static constexpr int64_t kSrc = 1;
   static constexpr int64_t kWeight = 2;
   static constexpr int64_t kBias = 3;
-  static constexpr int64_t kFirstColumn = 4;
-  static constexpr int64_t kSize = 5;
+  static constexpr int64_t kKw = 4;
+  static constexpr int64_t kFirstColumn = 5;
+  static constexpr int64_t kSize = 6;
 };
 
 // lstm_cell: h, c, gates, carry, n_terms

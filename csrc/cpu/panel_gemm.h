@@ -42,7 +42,9 @@ struct ChannelLayout {
   int64_t part_stride() const { return padded ? round_up(part_channels(), kPanel) : part_channels(); }
   int64_t stride() const { return parts * part_stride(); }
   int64_t part_panels() const { return part_stride() / kPanel; }
-  int64_t pos(int64_t c) const { return (c / part_channels()) * part_stride() + c % part_channels(); }
+  int64_t pos(int64_t c) const {
+    return parts == 1 ? c : (c / part_channels()) * part_stride() + c % part_channels();
+  }
   static ChannelLayout unpadded(int64_t c) { return {c, 1, false}; }
 };
 

@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -53,6 +54,44 @@ struct Math<double> {
   static double elu(double x) { return x > 0.0 ? x : std::expm1(x); }
 };
 
+// The epilogues' loops, branch-free so that they vectorise (absent terms come as zeros).
+// d = act(x + k) + r, act ReLU or none.
+template <typename T>
+FASTGEN_CLONES void add_act(const T* x, const T* k, const T* r, T* d, int64_t n, bool relu) {
+  if (relu) {
+    for (int64_t c = 0; c < n; ++c) {
+      const T v = x[c] + k[c];
+      d[c] = (v > T(0) ? v : T(0)) + r[c];
+    }
+  } else {
+    for (int64_t c = 0; c < n; ++c) d[c] = x[c] + k[c] + r[c];
+  }
+}
+
+// d = g(x + kx) * sigmoid(y + ky) + r, g tanh (Gated PixelCNN) or the identity (PixelCNN++).
+template <typename T>
+FASTGEN_CLONES void gate_act(const T* x, const T* kx, const T* y, const T* ky, const T* r, T* d, int64_t n, bool use_tanh) {
+  if (use_tanh) {
+    for (int64_t c = 0; c < n; ++c) d[c] = Math<T>::tanh(x[c] + kx[c]) * Math<T>::sigmoid(y[c] + ky[c]) + r[c];
+  } else {
+    for (int64_t c = 0; c < n; ++c) d[c] = (x[c] + kx[c]) * Math<T>::sigmoid(y[c] + ky[c]) + r[c];
+  }
+}
+
+// d0 = elu(x + k), d1 = elu(-(x + k)) (concat_elu); or only d0 with d1 null (elu).
+template <typename T>
+FASTGEN_CLONES void elu_act(const T* x, const T* k, T* d0, T* d1, int64_t n) {
+  if (d1) {
+    for (int64_t c = 0; c < n; ++c) {
+      const T v = x[c] + k[c];
+      d0[c] = Math<T>::elu(v);
+      d1[c] = Math<T>::elu(-v);
+    }
+  } else {
+    for (int64_t c = 0; c < n; ++c) d0[c] = Math<T>::elu(x[c] + k[c]);
+  }
+}
+
 // The channels [c0, c1) of each part that thread t of `threads` owns in a layout: its share of
 // every part's panels (all channels to thread 0 for an unpadded layout).
 struct Own {
@@ -68,6 +107,12 @@ Own own(const ChannelLayout& l, int t, int threads) {
   o.c1 = std::min(o.p1 * kPanel, l.part_channels());
   return o;
 }
+
+// A node's channel owners for one thread: of its pre-activation, its output, and (pointwise
+// nodes) the channels it walks.
+struct Owners {
+  Own pre, out, point;
+};
 
 // Whether two layouts give every thread the same channels (so that one can read what it wrote
 // into the other without a barrier).
@@ -114,18 +159,28 @@ struct PackedProgram {
   int64_t im2col_k = 1, widest_row = 1, widest_pre = 1;
 };
 
-// The weight of a conv term as w(o, c, t) over taps t = (kernel row index in `rows`, column) for
-// Panels::pack, in the output layout `out`.
+// The weight (O, I, kh, kw) of a conv term packed over the taps of kernel rows `rows`, columns
+// [col0, col0 + cols), K ordered (row, column, input channel) like a channels-last window.
 template <typename T>
 PanelsOf<T> pack_taps(const at::Tensor& w, const ChannelLayout& out, const ChannelLayout& in,
                       const std::vector<int64_t>& rows, int64_t col0, int64_t cols) {
   const T* data = w.const_data_ptr<T>();
-  const int64_t I = w.size(1), kh = w.size(2), kw = w.size(3);
-  const int64_t taps = static_cast<int64_t>(rows.size()) * cols;
-  return PanelsOf<T>::pack(out, in, in.stride(), taps, [&](int64_t o, int64_t c, int64_t t) {
-    const int64_t ty = rows[static_cast<size_t>(t / cols)], tx = col0 + t % cols;
-    return data[((o * I + c) * kh + ty) * kw + tx];
-  });
+  const int64_t O = w.size(0), I = w.size(1), kh = w.size(2), kw = w.size(3), S = in.stride();
+  PanelsOf<T> p;
+  p.K = static_cast<int64_t>(rows.size()) * cols * S;
+  p.panels = out.stride() / kPanel;
+  p.data.assign(static_cast<size_t>(p.panels * p.K * kPanel), T(0));
+  for (int64_t o = 0; o < O; ++o) {
+    const int64_t po = out.pos(o);
+    T* panel = p.data.data() + (po / kPanel) * p.K * kPanel + po % kPanel;
+    for (size_t r = 0; r < rows.size(); ++r)
+      for (int64_t tx = 0; tx < cols; ++tx) {
+        const int64_t k0 = (static_cast<int64_t>(r) * cols + tx) * S;
+        for (int64_t c = 0; c < I; ++c)
+          panel[(k0 + in.pos(c)) * kPanel] = data[((o * I + c) * kh + rows[r]) * kw + col0 + tx];
+      }
+  }
+  return p;
 }
 
 template <typename T>
@@ -154,6 +209,17 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
     if (nd.kind == kKindPointwise && (nd.act == kActTanhGate || nd.act == kActSigmoidGate)) need(nd.src, 2);
     if (nd.kind == kKindPointwise && nd.act == kActConcatElu) need(nd.out, 2);
     if (nd.kind == kKindLstmCell) need(nd.gates, 4);
+  }
+  // A gate writes, and concat_elu reads, a value of one part, so that their channels map one to
+  // one (and concat_elu never reads the unpadded image).
+  for (size_t index = 0; index < spec.nodes.size(); ++index) {
+    const NodeSpec& nd = spec.nodes[index];
+    if (nd.kind == kKindPointwise && nd.act == kActConcatElu)
+      TORCH_CHECK(nd.src != 0 && parts[static_cast<size_t>(nd.src)] == 1, "sample_program: node ", index,
+                  ": the C++ interpreter reads concat_elu's input whole (not the image, a gate's or an LSTM's input)");
+    if (nd.act == kActTanhGate || nd.act == kActSigmoidGate)
+      TORCH_CHECK(parts[static_cast<size_t>(nd.out)] == 1, "sample_program: node ", index,
+                  ": the C++ interpreter writes a gate's output whole (not as a gate's or an LSTM's input)");
   }
   P.values.resize(static_cast<size_t>(V));
   for (int64_t v = 0; v < V; ++v) {
@@ -187,9 +253,6 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
     if (nd.kind == kKindCategoricalDraw || nd.kind == kKindMixtureDraw) continue;
     const ValuePlan& out = P.values[static_cast<size_t>(nd.out)];
     const bool gate = nd.kind == kKindConv && (nd.act == kActTanhGate || nd.act == kActSigmoidGate);
-    // A gate's halves are a thread's own channels only if the output keeps one part.
-    TORCH_CHECK(!gate || out.layout.parts == 1, "sample_program: node ", index,
-                ": a gated conv's output cannot be read in parts (gate it with a Pointwise node instead)");
     np.pre = gate ? ChannelLayout{2 * out.layout.channels, 2} : out.layout;
     if (nd.kind == kKindLstmCell) np.pre = P.values[static_cast<size_t>(nd.gates)].layout;
     if (nd.kind == kKindPointwise) {
@@ -310,6 +373,7 @@ class Slice {
       widest = std::max(widest, static_cast<size_t>(P.values[v].row_size()));
     }
     zero_row_.assign(widest, T(0));
+    zeros_.assign(static_cast<size_t>(std::max<int64_t>(P.widest_pre, 1)) * 2, T(0));
     row_terms_.resize(P.nodes.size());
     pre_.resize(P.nodes.size());
     for (size_t k = 0; k < P.nodes.size(); ++k) {
@@ -321,11 +385,14 @@ class Slice {
       pre_[k].assign(static_cast<size_t>(n * np.pre.stride()), T(0));
     }
     im2col_.assign(static_cast<size_t>(n * P.widest_row * P.im2col_k), T(0));
+    owners_.resize(static_cast<size_t>(std::max<int64_t>(1, at::get_num_threads())));
   }
 
   void run(Team& team, int t) {
     Fences fences(team, static_cast<int64_t>(P_.values.size()));
     const int threads = team.size();
+    std::vector<T> draw_params, scratch;  // this thread's copy of the draw's inputs, its residual gather
+    owners_of_thread(t, threads);
     for (int64_t i = 0; i < S_.H; ++i) {
       fences.barrier();  // every thread is done with the previous row
       encode_row(i, t, threads);
@@ -334,7 +401,7 @@ class Slice {
         const NodePlan<T>& np = P_.nodes[k];
         const int64_t scale = P_.values[static_cast<size_t>(np.spec.out)].scale;
         if (i % (int64_t{1} << scale)) continue;
-        row_step(k, i >> scale, fences, t, threads);
+        row_step(k, i >> scale, fences, t, threads, scratch);
       }
       for (int64_t j = 0; j < S_.W; ++j) {
         for (int64_t colour = 0; colour < S_.passes(); ++colour) {
@@ -343,9 +410,9 @@ class Slice {
             const ValuePlan& out = P_.values[static_cast<size_t>(np.spec.out)];
             const int64_t step = int64_t{1} << out.scale;
             if (out.stream != kStreamPixel || i % step || j % step) continue;
-            pixel_step(k, i >> out.scale, j >> out.scale, fences, t, threads);
+            pixel_step(k, i >> out.scale, j >> out.scale, fences, t, threads, scratch);
           }
-          draw(i, j, colour, fences, t, threads);
+          draw(i, j, colour, fences, t, threads, draw_params);
         }
       }
     }
@@ -383,69 +450,87 @@ class Slice {
       panel_gemm(w, A, lda, M, C, ldc, q * l.part_panels() + o.p0, q * l.part_panels() + o.p1);
   }
 
-  // The epilogue of a conv at one position: act(pre + cond) + residual into out, own channels.
+  // The epilogue of a conv at one position: act(pre + cond) + residual into out, own channels,
+  // part by part. A residual of another layout is first gathered into scratch.
   void finish(const NodePlan<T>& np, const T* pre, int64_t m, int64_t a, int64_t b, T* dst, const T* residual,
-              const ChannelLayout& res_layout, const Own& o) {
+              const ChannelLayout& res_layout, const Own& o, std::vector<T>& scratch) {
     const NodeSpec& nd = np.spec;
     const ChannelLayout& out = P_.values[static_cast<size_t>(nd.out)].layout;
-    const T* cond = np.cond ? cond_at(np, m, a, b) : nullptr;
-    const int64_t C = out.channels, half = np.pre.part_stride();
-    if (nd.act == kActTanhGate || nd.act == kActSigmoidGate) {
-      for (int64_t c = o.c0; c < o.c1; ++c) {
-        T x = pre[c], y = pre[half + c];
-        if (cond) {
-          x += cond[c];
-          y += cond[C + c];
-        }
-        dst[out.pos(c)] = (nd.act == kActTanhGate ? Math<T>::tanh(x) : x) * Math<T>::sigmoid(y) +
-                          (residual ? residual[res_layout.pos(c)] : T(0));
-      }
+    const T* cond = np.cond ? cond_at(np, m, a, b) : zeros_.data();
+    const int64_t n = o.c1 - o.c0;
+    if (n <= 0) return;
+    const T* res = zeros_.data();
+    const bool same = res_layout.parts == out.parts && res_layout.part_stride() == out.part_stride();
+    if (residual && same) res = residual;
+    if (residual && !same) {
+      scratch.assign(static_cast<size_t>(out.stride()), T(0));
+      for (int64_t c = 0; c < out.channels; ++c) scratch[static_cast<size_t>(out.pos(c))] = residual[res_layout.pos(c)];
+      res = scratch.data();
+    }
+    if (nd.act == kActTanhGate || nd.act == kActSigmoidGate) {  // the output has one part (pack_program)
+      const int64_t C = out.channels, half = np.pre.part_stride(), c0 = o.c0;
+      gate_act(pre + c0, cond + c0, pre + half + c0, (np.cond ? cond + C : zeros_.data()) + c0, res + c0, dst + c0, n,
+               nd.act == kActTanhGate);
       return;
     }
     for (int64_t q = 0; q < out.parts; ++q) {
-      const int64_t base = q * out.part_stride(), cbase = q * out.part_channels();
-      for (int64_t c = o.c0; c < o.c1; ++c) {
-        T x = pre[base + c] + (cond ? cond[cbase + c] : T(0));
-        if (nd.act == kActRelu) x = x > T(0) ? x : T(0);
-        dst[base + c] = x + (residual ? residual[res_layout.pos(cbase + c)] : T(0));
-      }
+      const int64_t base = q * out.part_stride() + o.c0, cbase = np.cond ? q * out.part_channels() + o.c0 : 0;
+      add_act(pre + base, cond + cbase, res + (res == zeros_.data() ? 0 : base), dst + base, n, nd.act == kActRelu);
     }
   }
 
+  // A pointwise node at one position, own channels (layouts checked in pack_program: a gate writes
+  // one part, concat_elu reads one).
   void pointwise(const NodePlan<T>& np, const T* src, T* dst, int64_t m, int64_t a, int64_t b, const Own& o) {
     const NodeSpec& nd = np.spec;
     const ChannelLayout& in = np.pre;
     const ChannelLayout& out = P_.values[static_cast<size_t>(nd.out)].layout;
     const T* cond = np.cond ? cond_at(np, m, a, b) : nullptr;
-    auto x_at = [&](int64_t c) { return src[in.pos(c)] + (cond ? cond[c] : T(0)); };
+    const int64_t n = o.c1 - o.c0, c0 = o.c0;
+    if (n <= 0) return;
+    const T* z = zeros_.data();
     if (nd.act == kActTanhGate || nd.act == kActSigmoidGate) {
-      const int64_t C = out.channels;
-      for (int64_t c = o.c0; c < o.c1; ++c) {
-        const T x = x_at(c), y = x_at(C + c);
-        dst[out.pos(c)] = (nd.act == kActTanhGate ? Math<T>::tanh(x) : x) * Math<T>::sigmoid(y);
-      }
+      const int64_t C = out.channels, half = in.part_stride();
+      gate_act(src + c0, (cond ? cond : z) + c0, src + half + c0, (cond ? cond + C : z) + c0, z, dst + c0, n,
+               nd.act == kActTanhGate);
     } else if (nd.act == kActConcatElu) {
-      const int64_t C = in.channels;
-      for (int64_t c = o.c0; c < o.c1; ++c) {
-        const T x = x_at(c);
-        dst[out.pos(c)] = Math<T>::elu(x);
-        dst[out.pos(C + c)] = Math<T>::elu(-x);
+      elu_act(src + c0, (cond ? cond : z) + c0, dst + c0, dst + out.part_stride() + c0, n);
+    } else if (in.parts == out.parts && in.part_stride() == out.part_stride()) {
+      for (int64_t q = 0; q < out.parts; ++q) {
+        const int64_t base = q * out.part_stride() + c0, cbase = q * out.part_channels() + c0;
+        const T* k = cond ? cond + cbase : z;
+        if (nd.act == kActRelu) {
+          add_act(src + base, k, z, dst + base, n, true);
+        } else {
+          elu_act(src + base, k, dst + base, static_cast<T*>(nullptr), n);
+        }
       }
-    } else {
+    } else {  // another layout: channel by channel
       for (int64_t q = 0; q < out.parts; ++q)
-        for (int64_t c = q * out.part_channels() + o.c0; c < q * out.part_channels() + o.c1; ++c) {
-          const T x = x_at(c);
+        for (int64_t c = q * out.part_channels() + c0; c < q * out.part_channels() + o.c1; ++c) {
+          const T x = src[in.pos(c)] + (cond ? cond[c] : T(0));
           dst[out.pos(c)] = nd.act == kActRelu ? (x > T(0) ? x : T(0)) : Math<T>::elu(x);
         }
     }
   }
 
-  // The owner of a pointwise node's channels: aligned with its source, else by the output.
-  Own pointwise_owner(const NodePlan<T>& np, int t, int threads) const {
-    const ChannelLayout& out = P_.values[static_cast<size_t>(np.spec.out)].layout;
-    if (np.spec.act == kActConcatElu) return own(np.pre, t, threads);  // by the source's channels
-    return own(out, t, threads);
+  // Every node's owners for thread t, computed once per run: a pointwise node walks its source's
+  // channels for concat_elu, its output's otherwise.
+  std::vector<std::vector<Owners>> owners_;
+  void owners_of_thread(int t, int threads) {
+    TORCH_CHECK(t < static_cast<int>(owners_.size()), "sample_program: a team of ", threads, " threads for ",
+                owners_.size(), " thread slots");
+    std::vector<Owners>& mine = owners_[static_cast<size_t>(t)];
+    mine.resize(P_.nodes.size());
+    for (size_t k = 0; k + 1 < P_.nodes.size(); ++k) {
+      const NodePlan<T>& np = P_.nodes[k];
+      const ChannelLayout& out = P_.values[static_cast<size_t>(np.spec.out)].layout;
+      mine[k].pre = own(np.pre, t, threads);
+      mine[k].out = own(out, t, threads);
+      mine[k].point = np.spec.act == kActConcatElu ? mine[k].pre : mine[k].out;
+    }
   }
+  const Owners& owners(size_t k, int t) const { return owners_[static_cast<size_t>(t)][k]; }
 
   // Gathers the rows-above windows of a term for output row a into im2col rows [r0, r1) of
   // n * width (image m, column b); columns where the term is shifted out read zeros.
@@ -480,7 +565,7 @@ class Slice {
   }
 
   // -- the row phase --------------------------------------------------------------------------
-  void row_step(size_t k, int64_t a, Fences& fences, int t, int threads) {
+  void row_step(size_t k, int64_t a, Fences& fences, int t, int threads, std::vector<T>& scratch) {
     const NodePlan<T>& np = P_.nodes[k];
     const NodeSpec& nd = np.spec;
     const ValuePlan& out = P_.values[static_cast<size_t>(nd.out)];
@@ -495,7 +580,7 @@ class Slice {
     if (!row_out && !np.row_part) return;
     if (nd.kind == kKindPointwise) {
       if (!np.aligned_src) fences.reads(nd.src);
-      const Own o = pointwise_owner(np, t, threads);
+      const Own& o = owners(k, t).point;
       for (int64_t m = 0; m < n_; ++m)
         for (int64_t b = 0; b < width; ++b)
           pointwise(np, rings_[static_cast<size_t>(nd.src)].at(m, a, b), rings_[static_cast<size_t>(nd.out)].at(m, a, b),
@@ -503,7 +588,7 @@ class Slice {
       fences.wrote(nd.out);
       return;
     }
-    const Own o = own(np.pre, t, threads);
+    const Own& o = owners(k, t).pre;
     T* buf = row_terms_[k].data();
     for (int64_t m = 0; m < n_; ++m)
       for (int64_t b = 0; b < width; ++b) init_bias(np, buf + (m * width + b) * ld, a, b, o);
@@ -524,13 +609,13 @@ class Slice {
     }
     if (!row_out) return;  // a PIXEL node's row part: kept for its pixels
     if (nd.residual >= 0 && !np.aligned_residual) fences.reads(nd.residual);
-    const Own oo = own(out.layout, t, threads);
+    const Own& oo = owners(k, t).out;
     for (int64_t m = 0; m < n_; ++m)
       for (int64_t b = 0; b < width; ++b) {
         const T* residual = nd.residual >= 0 ? rings_[static_cast<size_t>(nd.residual)].at(m, a, b) : nullptr;
         const ChannelLayout& rl = nd.residual >= 0 ? P_.values[static_cast<size_t>(nd.residual)].layout : out.layout;
         finish(np, buf + (m * width + b) * ld, m, a, b, rings_[static_cast<size_t>(nd.out)].at(m, a, b), residual,
-               rl, oo);
+               rl, oo, scratch);
       }
     fences.wrote(nd.out);
   }
@@ -563,20 +648,20 @@ class Slice {
   }
 
   // -- the pixel phase ------------------------------------------------------------------------
-  void pixel_step(size_t k, int64_t a, int64_t b, Fences& fences, int t, int threads) {
+  void pixel_step(size_t k, int64_t a, int64_t b, Fences& fences, int t, int threads, std::vector<T>& scratch) {
     const NodePlan<T>& np = P_.nodes[k];
     const NodeSpec& nd = np.spec;
     Ring<T>& out = rings_[static_cast<size_t>(nd.out)];
     if (nd.kind == kKindLstmCell) return lstm_step(k, a, b, fences, t, threads);
     if (nd.kind == kKindPointwise) {
       if (!np.aligned_src) fences.reads(nd.src);
-      const Own o = pointwise_owner(np, t, threads);
+      const Own& o = owners(k, t).point;
       for (int64_t m = 0; m < n_; ++m) pointwise(np, rings_[static_cast<size_t>(nd.src)].at(m, a, b), out.at(m, a, b), m, a, b, o);
       fences.wrote(nd.out);
       return;
     }
     const int64_t ld = np.pre.stride();
-    const Own o = own(np.pre, t, threads);
+    const Own& o = owners(k, t).pre;
     T* pre = pre_[k].data();
     const int64_t width = P_.values[static_cast<size_t>(nd.out)].width;
     for (int64_t m = 0; m < n_; ++m) {
@@ -607,11 +692,11 @@ class Slice {
     }
     if (nd.residual >= 0 && !np.aligned_residual) fences.reads(nd.residual);
     const ChannelLayout& out_layout = P_.values[static_cast<size_t>(nd.out)].layout;
-    const Own oo = own(out_layout, t, threads);
+    const Own& oo = owners(k, t).out;
     for (int64_t m = 0; m < n_; ++m) {
       const T* residual = nd.residual >= 0 ? rings_[static_cast<size_t>(nd.residual)].at(m, a, b) : nullptr;
       const ChannelLayout& rl = nd.residual >= 0 ? P_.values[static_cast<size_t>(nd.residual)].layout : out_layout;
-      finish(np, pre + m * ld, m, a, b, out.at(m, a, b), residual, rl, oo);
+      finish(np, pre + m * ld, m, a, b, out.at(m, a, b), residual, rl, oo, scratch);
     }
     fences.wrote(nd.out);
   }
@@ -622,7 +707,7 @@ class Slice {
     const NodeSpec& nd = np.spec;
     const ChannelLayout& gl = np.pre;
     const int64_t ld = gl.stride(), Hc = gl.part_channels();
-    const Own o = own(gl, t, threads);
+    const Own& o = owners(k, t).pre;
     T* pre = pre_[k].data();
     Ring<T>& gates = rings_[static_cast<size_t>(nd.gates)];
     for (int64_t m = 0; m < n_; ++m) {
@@ -670,7 +755,7 @@ class Slice {
     fences.wrote(nd.c);
   }
 
-  void draw(int64_t i, int64_t j, int64_t colour, Fences& fences, int t, int threads) {
+  void draw(int64_t i, int64_t j, int64_t colour, Fences& fences, int t, int threads, std::vector<T>& params) {
     const NodeSpec& nd = P_.nodes.back().spec;
     fences.reads(nd.src);
     const int64_t C = S_.C, H = S_.H, W = S_.W, L = S_.L, HW = H * W, K = S_.draw_channels;
@@ -679,10 +764,14 @@ class Slice {
     Ring<T>& x = rings_[0];
     const T scale = static_cast<T>(2.0 / static_cast<double>(L - 1));
     const auto [m0, m1] = team_share(n_, t, threads);
-    std::vector<T> params(static_cast<size_t>(K));
+    params.resize(static_cast<size_t>(K));
     for (int64_t m = m0; m < m1; ++m) {
       const T* p = src.at(m, i, j);
-      for (int64_t c = 0; c < K; ++c) params[static_cast<size_t>(c)] = p[sl.pos(c)];
+      if (sl.parts == 1) {
+        std::memcpy(params.data(), p, static_cast<size_t>(K) * sizeof(T));
+      } else {
+        for (int64_t c = 0; c < K; ++c) params[static_cast<size_t>(c)] = p[sl.pos(c)];
+      }
       int64_t* image = image_ + m * C * HW + i * W + j;
       const bool* known = known_ + m * C * HW + i * W + j;
       if (S_.categorical()) {
@@ -724,7 +813,7 @@ class Slice {
   const T* noise_;
   T* draw_inputs_;
   std::vector<Ring<T>> rings_;
-  std::vector<T> zero_row_, im2col_;
+  std::vector<T> zero_row_, zeros_, im2col_;
   std::vector<std::vector<T>> row_terms_, pre_;
 };
 
@@ -738,7 +827,8 @@ template <typename T>
 void run_slices(const PackedProgram<T>& P, int64_t n, int64_t* image, const bool* known, const T* noise, T* draw_inputs) {
   const int64_t C = P.spec.C, HW = P.spec.H * P.spec.W, K = P.spec.draw_channels, U = P.spec.noise_channels;
   const int64_t threads = at::get_num_threads();
-  if (threads < 2 || at::in_parallel_region() || n < kImagesPerThread * threads) {
+  static const int64_t per_thread = std::getenv("FASTGEN_EXP_PER_THREAD") ? std::atoll(std::getenv("FASTGEN_EXP_PER_THREAD")) : kImagesPerThread;  // EXPERIMENT
+  if (threads < 2 || at::in_parallel_region() || n < per_thread * threads) {
     Slice<T> slice(P, 0, n, image, known, noise, draw_inputs);
     Team team;
     team.run([&](int t) { slice.run(team, t); });

@@ -140,9 +140,13 @@ ProgramSpec read_program(at::TensorList tensors, at::IntArrayRef ints, const cha
     t.shift_cols = f[TermFields::kShiftCols];
     const ValueSpec& src = p.values[static_cast<size_t>(t.src)];
     const at::Tensor& w = tensors[t.weight];
-    TORCH_CHECK(w.dim() == 4 && w.size(0) == out_channels && w.size(1) == src.channels && w.size(2) >= 1 &&
-                    w.size(3) >= 1 && w.size(2) <= kMaxOffset && w.size(3) <= kMaxOffset,
-                op, ": ", where, ": weight must be (", out_channels, ", ", src.channels, ", kh, kw), got ", w.sizes());
+    const int64_t kh = f[TermFields::kKh], kw = f[TermFields::kKw];
+    TORCH_CHECK(kh >= 1 && kw >= 1 && kh <= kMaxOffset && kw <= kMaxOffset, op, ": ", where, ": a ", kh, "x", kw,
+                " kernel");
+    TORCH_CHECK(w.dim() == 4 && w.size(0) == out_channels && w.size(1) == src.channels && w.size(2) == kh &&
+                    w.size(3) == kw,
+                op, ": ", where, ": weight must be (", out_channels, ", ", src.channels, ", ", kh, ", ", kw, "), got ",
+                w.sizes());
     t.out_channels = w.size(0);
     t.in_channels = w.size(1);
     t.kh = w.size(2);
@@ -228,9 +232,11 @@ ProgramSpec read_program(at::TensorList tensors, at::IntArrayRef ints, const cha
       const ValueSpec& src = p.values[static_cast<size_t>(nd.src)];
       const ValueSpec& out = p.values[static_cast<size_t>(nd.out)];
       const at::Tensor& w = tensors[nd.weight];
-      TORCH_CHECK(w.dim() == 4 && w.size(0) == src.channels && w.size(1) == out.channels && w.size(2) == 2 &&
-                      w.size(3) >= 1 && w.size(3) <= kMaxOffset,
-                  op, ": ", where, ": weight must be (", src.channels, ", ", out.channels, ", 2, kw), got ", w.sizes());
+      const int64_t kw = f[UpsampleFields::kKw];
+      TORCH_CHECK(kw >= 1 && kw <= kMaxOffset && w.dim() == 4 && w.size(0) == src.channels &&
+                      w.size(1) == out.channels && w.size(2) == 2 && w.size(3) == kw,
+                  op, ": ", where, ": weight must be (", src.channels, ", ", out.channels, ", 2, ", kw, "), got ",
+                  w.sizes());
       if (nd.bias >= 0) {
         TORCH_CHECK(tensors[nd.bias].dim() == 1 && tensors[nd.bias].size(0) == out.channels, op, ": ", where,
                     ": bias must have shape (", out.channels, ",)");

@@ -57,7 +57,7 @@ def check_sample_args(program: SamplingProgram, image: torch.Tensor, known: torc
         raise ValueError(f"image must be an int64 tensor (N, {want[0]}, {want[1]}, {want[2]}), got {got}")
     if image.shape[0] < 1:
         raise ValueError("image must hold at least one image")
-    program.check(batch=image.shape[0])
+    program.check(batch=image.shape[0], weights=False)
     if not isinstance(known, torch.Tensor) or known.dtype != torch.bool or known.shape != image.shape:
         got = f"{known.dtype} {tuple(known.shape)}" if isinstance(known, torch.Tensor) else type(known).__name__
         raise ValueError(f"known must be a bool tensor of the image's shape {tuple(image.shape)}, got {got}")
