@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <new>
 #include <cmath>
 #include <cstdint>
 #include <thread>
@@ -29,6 +30,26 @@ namespace fastgen {
 constexpr int64_t kPanel = 16;  // outputs per panel: one AVX-512 vector of floats
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Cache-line aligned storage. A panel of 16 floats is one 64-byte line, so with aligned buffers
+// the panels that two threads own never share a line (no false sharing between their writes),
+// and every vector load and store stays within one line.
+template <typename T>
+struct CacheAligned {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheAligned() = default;
+  template <typename U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  template <typename U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+template <typename T>
+using AlignedVector = std::vector<T, CacheAligned<T>>;
 
 // Where channel c of a tensor with `channels` channels lives in a padded channels-last row. With
 // parts > 1 (the halves a | b of a gate input, the four quarters of an LSTM's gates, the x | -x
@@ -53,7 +74,7 @@ struct ChannelLayout {
 // positions of `in_stride` channels each (a window of a channels-last row).
 template <typename T>
 struct PanelsOf {
-  std::vector<T> data;
+  AlignedVector<T> data;
   int64_t K = 0, panels = 0;
 
   // w(o, c, t): weight from input channel c at tap t to output o (unpadded indices).
@@ -89,6 +110,8 @@ void panel_gemm(const PanelsOf<double>& w, const double* A, int64_t lda, int64_t
 // them for the cores.
 class Team {
  public:
+  // A team of at most `threads` threads (0: as many as OpenMP gives a parallel region).
+  explicit Team(int threads = 0) : asked_(threads) {}
   int size() const { return size_; }
 
   // Runs body(thread_id) on every thread of an OpenMP team (one thread when called from inside a
@@ -99,7 +122,7 @@ class Team {
 #ifdef _OPENMP
     std::exception_ptr error;
     std::atomic_flag failed = ATOMIC_FLAG_INIT;
-#pragma omp parallel
+#pragma omp parallel num_threads(asked_ > 0 ? asked_ : omp_get_max_threads())
     {
 #pragma omp single
       size_ = omp_get_num_threads();  // the implicit barrier after `single` publishes it
@@ -140,7 +163,7 @@ class Team {
   }
 
  private:
-  int size_ = 1;
+  int asked_ = 0, size_ = 1;
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<int> sense_{0};
 };

@@ -11,9 +11,9 @@
 // channel part padded to 16 (panel_gemm.h; the image itself is not padded), zero columns left and
 // right of the row so that every window lies inside. Reads above the image see a row of zeros.
 //
-// Threads. Images are independent, so a batch with at least kImagesPerThread images per thread is
-// cut into one slice per thread, each run by its thread alone with no barrier; a smaller batch
-// (batch 1) shares every product between the threads instead. Then each thread owns the same
+// Threads. Images are independent, so a batch can be cut into slices, each run by one thread alone
+// with no barrier; or the threads can share every product of one slice (batch 1). Which is faster
+// depends on the batch and on how much weight a pixel reads: see split_batch. Then each thread owns the same
 // output panels of every value for the whole run, so that at batch 1 its share of the weights stays
 // in its own L2 cache; a thread meets the others at a barrier only before it reads channels that
 // another thread wrote since the last barrier (a product's inputs, the draw), which the `Fences`
@@ -23,7 +23,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -157,6 +156,11 @@ struct PackedProgram {
   std::vector<ValuePlan> values;
   std::vector<NodePlan<T>> nodes;
   int64_t im2col_k = 1, widest_row = 1, widest_pre = 1;
+  // The bytes of all packed weights, and those read per image pixel by the per-pixel products,
+  // averaged over the pixels (a scale-s node runs at one pixel in 4^s): what a thread streams per
+  // pixel when it runs a slice of the batch alone, against 1/threads of it when the threads share
+  // every product. They choose how the threads split a batch (split_batch).
+  double weight_bytes = 0, pixel_weight_bytes = 0;
 };
 
 // The weight (O, I, kh, kw) of a conv term packed over the taps of kernel rows `rows`, columns
@@ -283,6 +287,7 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
       if (t.current_row) {
         tp.current = pack_taps<T>(tensors[t.weight], np.pre, src.layout, {t.kh - 1}, 0, t.current_taps());
         np.pixel_part = true;
+        P.pixel_weight_bytes += static_cast<double>(tp.current.data.size() * sizeof(T)) / static_cast<double>(1 << (2 * out.scale));
       }
       if (t.bias >= 0) {
         tp.bias = pack_vector<T>(tensors[t.bias], np.pre);
@@ -310,6 +315,8 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
       }
       if (nd.bias >= 0) np.bias = pack_vector<T>(tensors[nd.bias], np.pre);
     }
+    for (const TermPlan<T>& tp : np.terms) P.weight_bytes += static_cast<double>((tp.rows.data.size() + tp.current.data.size()) * sizeof(T));
+    for (const PanelsOf<T>& up : np.upsample) P.weight_bytes += static_cast<double>(up.data.size() * sizeof(T));
     P.widest_row = std::max(P.widest_row, out.width);
     P.widest_pre = std::max(P.widest_pre, np.pre.stride());
   }
@@ -322,7 +329,7 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
 template <typename T>
 struct Ring {
   const ValuePlan* plan = nullptr;
-  std::vector<T> data;  // (N, rows, wp, S)
+  AlignedVector<T> data;  // (N, rows, wp, S)
   int64_t batch_stride() const { return plan->rows * plan->row_size(); }
   // Image row r of image m, at padded column 0; r must be >= 0.
   T* row(int64_t m, int64_t r) { return data.data() + m * batch_stride() + (r % plan->rows) * plan->row_size(); }
@@ -813,33 +820,55 @@ class Slice {
   const T* noise_;
   T* draw_inputs_;
   std::vector<Ring<T>> rings_;
-  std::vector<T> zero_row_, zeros_, im2col_;
-  std::vector<std::vector<T>> row_terms_, pre_;
+  std::vector<T> zero_row_, zeros_;
+  AlignedVector<T> im2col_;
+  std::vector<AlignedVector<T>> row_terms_, pre_;
 };
 
-// How the threads share a batch (see the top of the file): slices of at least this many images
-// per thread run without barriers; smaller batches share each product. For the Gated PixelCNN at
-// batch 4 sharing was 15% faster than two slices of 2, and for PixelCNN at batch 16 slices were
-// 25% faster than sharing (measured on the fused samplers this interpreter replaces).
-constexpr int64_t kImagesPerThread = 4;
+// How the threads share a batch (see the top of the file). A slice needs no barrier but its thread
+// streams every per-pixel weight; sharing splits the weights between the threads' caches and the
+// work between their cores, but meets at a barrier before most products, so it pays only when there
+// is much work per barrier. Measured on 2 threads (Xeon, 2 MB L2 per core; weights all / per pixel):
+//   PixelCNN (2.1 / 1.3 MB): at batch 1 one thread beat two sharing (14 against 22 ms); at batch
+//     2-4 slices beat sharing 2x;
+//   PixelCNN++ (15 / 1.4 MB): at batch 1 sharing beat one thread (70 against 82 ms); at batch 2-4
+//     slices beat sharing 1.3x;
+//   Gated PixelCNN (25 / 4.9 MB): at batch 1 sharing beat one thread 2x; at batch 2-4 sharing beat
+//     slices by 10-15%, at batch 8 slices won by 6%.
+constexpr double kShareWeightBytes = 4.0 * 1024 * 1024;  // less: a batch of 1 runs on one thread
+constexpr double kSliceWeightBytes = 3.0 * 1024 * 1024;  // more per pixel: slices only from
+constexpr int64_t kImagesPerThread = 4;                  // this many images per thread
+
+struct Split {
+  int64_t slices;  // run by separate threads, each alone
+  int team;        // threads sharing each slice's products
+};
+
+template <typename T>
+Split split_batch(const PackedProgram<T>& P, int64_t n, int64_t threads) {
+  if (threads < 2 || at::in_parallel_region()) return {1, 1};
+  if (n >= threads && (P.pixel_weight_bytes <= kSliceWeightBytes || n >= kImagesPerThread * threads))
+    return {threads, 1};
+  if (n < threads && P.weight_bytes <= kShareWeightBytes) return {n, 1};
+  return {1, static_cast<int>(threads)};
+}
 
 template <typename T>
 void run_slices(const PackedProgram<T>& P, int64_t n, int64_t* image, const bool* known, const T* noise, T* draw_inputs) {
   const int64_t C = P.spec.C, HW = P.spec.H * P.spec.W, K = P.spec.draw_channels, U = P.spec.noise_channels;
-  const int64_t threads = at::get_num_threads();
-  static const int64_t per_thread = std::getenv("FASTGEN_EXP_PER_THREAD") ? std::atoll(std::getenv("FASTGEN_EXP_PER_THREAD")) : kImagesPerThread;  // EXPERIMENT
-  if (threads < 2 || at::in_parallel_region() || n < per_thread * threads) {
+  const Split split = split_batch(P, n, at::get_num_threads());
+  if (split.slices == 1) {
     Slice<T> slice(P, 0, n, image, known, noise, draw_inputs);
-    Team team;
+    Team team(split.team);
     team.run([&](int t) { slice.run(team, t); });
     return;
   }
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b0 = n * t / threads, b1 = n * (t + 1) / threads;
+  at::parallel_for(0, split.slices, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t b0 = n * s / split.slices, b1 = n * (s + 1) / split.slices;
       Slice<T> slice(P, b0, b1 - b0, image + b0 * C * HW, known + b0 * C * HW, noise + b0 * U * HW,
                      draw_inputs ? draw_inputs + b0 * K * HW : nullptr);
-      Team team;  // one thread: inside the parallel region
+      Team team(1);
       team.run([&](int id) { slice.run(team, id); });
     }
   });
