@@ -16,7 +16,7 @@ export MAX_JOBS ?= 2
 CPU_SOURCES := $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/common/*.h csrc/cuda/*.cuh csrc/cuda/*.h)
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h csrc/common/*.h)
 
-.PHONY: demo test build bench cuda-check compat-check info clean
+.PHONY: demo test build bench cuda-check compat-check info clean fuzz
 
 # Trains a class-conditional Gated PixelCNN on the bundled digits (about 3 minutes on 2 cores),
 # prints test bits/dim and writes a sample grid.
@@ -27,6 +27,16 @@ test: build
 	FASTGEN_REQUIRE_EXT=1 $(PY) -m pytest -q
 
 build: build/.cpu-ext
+
+# Long fuzzing of every public entry point: whichever tests/test_fuzz_*.py exist (the ops', the
+# CLI's), FUZZ_CASES random bad or extreme inputs per entry point (make test runs 100). The ops'
+# counts per entry point go to bench/results/fuzz-ops-<machine>.txt.
+FUZZ_CASES ?= 1000
+FUZZ_MACHINE ?= $(shell lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | tr 'A-Z' 'a-z' | sed -E 's/\((r|tm)\)//g' \
+	| awk '{print $$1 "-" $$2}')-$(shell nproc)-threads
+fuzz: build
+	FASTGEN_REQUIRE_EXT=1 FASTGEN_FUZZ_CASES=$(FUZZ_CASES) FASTGEN_FUZZ_OPS_OUT=bench/results/fuzz-ops-$(FUZZ_MACHINE).txt \
+		$(PY) -m pytest -q -s $(wildcard tests/test_fuzz_*.py)
 
 bench: build
 	$(PY) -m bench

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from fastgen._core import accumulation_dtype, logits_kernel_layout
 
-from ._common import compute_dtype
+from ._common import check_same, check_shape, check_tensor, compute_dtype, require
 
 _BLOCK = 128
 
@@ -28,6 +28,7 @@ def _nll_fwd_kernel(z_ptr, t_ptr, lse_ptr, part_ptr, L, C, HW, s_n, s_l, s_c, AC
     m = tl.load(base, mask=ok, other=0.0).to(ACC)
     for l in range(1, L):
         m = tl.maximum(m, tl.load(base + l * s_l, mask=ok, other=0.0).to(ACC))
+    m = tl.where(m - m == 0.0, m, 0.0)  # an infinite maximum: shift by 0, as torch.logsumexp
     s = tl.zeros([BLOCK], dtype=ACC)
     for l in range(0, L):
         s += tl.exp(tl.load(base + l * s_l, mask=ok, other=0.0).to(ACC) - m)
@@ -50,7 +51,7 @@ def _nll_bwd_kernel(g_ptr, z_ptr, t_ptr, lse_ptr, gz_ptr, L, C, HW, s_n, s_l, s_
     t = tl.load(t_ptr + nc * HW + offs, mask=ok, other=0)
     for l in range(0, L):
         z = tl.load(z_ptr + off + l * s_l, mask=ok, other=0.0).to(ACC)
-        grad = g * (tl.exp(z - lse) - tl.where(t == l, 1.0, 0.0))
+        grad = (tl.exp(z - lse) - tl.where(t == l, 1.0, 0.0)) * g  # the reference's order
         tl.store(gz_ptr + off + l * s_l, grad.to(gz_ptr.dtype.element_ty), mask=ok)
 
 
@@ -59,7 +60,25 @@ def _layout(logits: torch.Tensor) -> tuple[int, ...]:
     return levels, c, h * w, logits.stride(0), logits.stride(1), logits.stride(2)
 
 
+def _check(op: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+    check_tensor(op, "logits", logits, dims=5)
+    check_tensor(op, "target", target, dims=4, dtype="index")
+    check_same(op, "logits", logits, dtype=False, target=target)
+    check_shape(op, "target", target, (logits.shape[0], *logits.shape[2:]), "(N, C, H, W)")
+    require(logits.shape[1] >= 1, op, "logits need at least one level (L = logits.shape[1] >= 1)")
+
+
+def _check_target_range(op: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+    if target.numel():  # the forward gathers logits at the targets: out-of-range ones would read out of bounds
+        low, high = torch.aminmax(target)
+        require(bool(low >= 0) and bool(high < logits.shape[1]), op,
+                f"target values must lie in [0, {logits.shape[1]}), got values in [{int(low)}, {int(high)}]")
+
+
 def categorical_nll_triton(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    op = "categorical_nll_triton"
+    _check(op, logits, target)
+    _check_target_range(op, logits, target)
     logits, target = logits_kernel_layout(logits), target.contiguous()
     n, _, c, h, w = logits.shape
     acc = accumulation_dtype(logits.dtype)
@@ -73,6 +92,16 @@ def categorical_nll_triton(logits: torch.Tensor, target: torch.Tensor) -> tuple[
 
 def categorical_nll_backward_triton(grad: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                                     lse: torch.Tensor) -> torch.Tensor:
+    op = "categorical_nll_backward_triton"
+    _check(op, logits, target)
+    check_tensor(op, "grad", grad, dims=1, incoming_grad=True)
+    check_tensor(op, "lse", lse, dims=4)
+    check_same(op, "logits", logits, dtype=False, grad=grad, lse=lse)
+    check_shape(op, "grad", grad, (logits.shape[0],), "(N,)")
+    check_shape(op, "lse", lse, tuple(target.shape), "(N, C, H, W)")
+    require(lse.dtype == accumulation_dtype(logits.dtype), op,
+            f"lse must be in {accumulation_dtype(logits.dtype)}, got {lse.dtype}")
+    _check_target_range(op, logits, target)  # as the CPU kernel does
     logits, target, lse = logits_kernel_layout(logits), target.contiguous(), lse.contiguous()
     n, _, c, h, w = logits.shape
     grad_logits = torch.empty_like(logits)

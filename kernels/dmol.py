@@ -15,7 +15,8 @@ import triton.language as tl
 
 from fastgen._core import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN, accumulation_dtype
 
-from ._common import compute_dtype, logsumexp_planes, tanh
+from ._common import check_int, check_same, check_shape, check_tensor, clamp, clamp_min, compute_dtype, \
+    logsumexp_planes, require, tanh
 
 _BLOCK = 128
 # The reference's constants, as compile-time constants of the kernels.
@@ -27,8 +28,9 @@ _NOISE_EPS = tl.constexpr(NOISE_EPS)
 
 @triton.jit
 def _bin(x, mu, s_raw, half, log_bin):
-    """(lp, dlp/dmu, dlp/ds) of x's bin under one logistic; see csrc/cpu/dmol.cpp."""
-    s = tl.maximum(s_raw, _LOG_SCALE_MIN)
+    """(lp, dlp/dmu, dlp/ds) of x's bin under one logistic; see csrc/cpu/dmol.cpp. dlp/ds is not yet
+    zeroed below the clamp (``_clamped`` does it after scaling, as autograd's where)."""
+    s = clamp_min(s_raw, _LOG_SCALE_MIN)
     inv = tl.exp(-s)
     cen = x - mu
     p = inv * (cen + half)
@@ -63,8 +65,13 @@ def _bin(x, mu, s_raw, half, log_bin):
     dmid = tl.where(small, tl.where(mid >= 0, em - 1.0, 1.0 - em) * rm, 0.0)
     dmu = -inv * (dp + dq + dmid)
     ds = -(p * dp + q * dq + mid * dmid) - tl.where(small, 1.0, 0.0)
-    ds = tl.where(s_raw < _LOG_SCALE_MIN, 0.0, ds)
     return lp, dmu, ds
+
+
+@triton.jit
+def _clamped(s_raw, grad):
+    """Zero below the log-scale clamp and at NaN, whatever grad holds (autograd of clamp)."""
+    return tl.where(s_raw >= _LOG_SCALE_MIN, grad, 0.0)
 
 
 @triton.jit
@@ -100,9 +107,11 @@ def _nll_fwd_kernel(x_ptr, p_ptr, lp_ptr, part_ptr, HW, M, half, log_bin, C: tl.
             s1 = tl.load(p_base + (b1 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
             s2 = tl.load(p_base + (b2 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
             comp += _bin(x1, m1, s1, half, log_bin)[0] + _bin(x2, m2, s2, half, log_bin)[0]
-        # Online logsumexp over the components.
+        # Online logsumexp over the components; while every one so far is -inf the sum stays 0
+        # (the reference's logsumexp gives -inf there, not the NaN of exp(-inf - -inf)).
         new_best = tl.maximum(best, comp)
-        total = total * tl.exp(best - new_best) + tl.exp(comp - new_best)
+        none_yet = new_best == -float("inf")
+        total = tl.where(none_yet, 0.0, total * tl.exp(best - new_best) + tl.exp(comp - new_best))
         best = new_best
     pixel = best + tl.log(total)
     tl.store(lp_ptr + n * HW + offs, pixel, mask=ok)
@@ -149,29 +158,29 @@ def _nll_bwd_kernel(g_ptr, x_ptr, p_ptr, lp_ptr, gp_ptr, HW, M, half, log_bin, C
             lp2, dm2, ds2 = _bin(x2, m2, s2, half, log_bin)
             comp += lp1 + lp2
         r = tl.exp(comp - pixel)
-        tl.store(g_base + k * HW + offs, (g * (tl.exp(a - lse) - r)).to(OUT), mask=ok)
-        gr = -g * r
-        tl.store(g_base + b0 * HW + offs, (gr * dm0).to(OUT), mask=ok)
-        tl.store(g_base + (b0 + M) * HW + offs, (gr * ds0).to(OUT), mask=ok)
+        # Each derivative first, then times g (the reference's order: both overflow alike).
+        tl.store(g_base + k * HW + offs, ((tl.exp(a - lse) - r) * g).to(OUT), mask=ok)
+        tl.store(g_base + b0 * HW + offs, (-r * dm0 * g).to(OUT), mask=ok)
+        tl.store(g_base + (b0 + M) * HW + offs, _clamped(s0, -r * ds0 * g).to(OUT), mask=ok)
         if C == 3:
-            tl.store(g_base + b1 * HW + offs, (gr * dm1).to(OUT), mask=ok)
-            tl.store(g_base + (b1 + M) * HW + offs, (gr * ds1).to(OUT), mask=ok)
-            tl.store(g_base + b2 * HW + offs, (gr * dm2).to(OUT), mask=ok)
-            tl.store(g_base + (b2 + M) * HW + offs, (gr * ds2).to(OUT), mask=ok)
-            tl.store(g_base + (b0 + 2 * M) * HW + offs, (gr * dm1 * x0 * (1.0 - t0 * t0)).to(OUT), mask=ok)
-            tl.store(g_base + (b1 + 2 * M) * HW + offs, (gr * dm2 * x0 * (1.0 - t1 * t1)).to(OUT), mask=ok)
-            tl.store(g_base + (b2 + 2 * M) * HW + offs, (gr * dm2 * x1 * (1.0 - t2 * t2)).to(OUT), mask=ok)
+            tl.store(g_base + b1 * HW + offs, (-r * dm1 * g).to(OUT), mask=ok)
+            tl.store(g_base + (b1 + M) * HW + offs, _clamped(s1, -r * ds1 * g).to(OUT), mask=ok)
+            tl.store(g_base + b2 * HW + offs, (-r * dm2 * g).to(OUT), mask=ok)
+            tl.store(g_base + (b2 + M) * HW + offs, _clamped(s2, -r * ds2 * g).to(OUT), mask=ok)
+            tl.store(g_base + (b0 + 2 * M) * HW + offs, (-r * dm1 * x0 * (1.0 - t0 * t0) * g).to(OUT), mask=ok)
+            tl.store(g_base + (b1 + 2 * M) * HW + offs, (-r * dm2 * x0 * (1.0 - t1 * t1) * g).to(OUT), mask=ok)
+            tl.store(g_base + (b2 + 2 * M) * HW + offs, (-r * dm2 * x1 * (1.0 - t2 * t2) * g).to(OUT), mask=ok)
 
 
 @triton.jit
 def _logistic_draw(mean, s_raw, u):
-    s = tl.maximum(s_raw, _LOG_SCALE_MIN)
+    s = clamp_min(s_raw, _LOG_SCALE_MIN)
     return mean + tl.exp(s) * (tl.log(u) - tl.log(1.0 - u))
 
 
 @triton.jit
 def _to_grid(v, steps):
-    v = tl.minimum(tl.maximum(v, -1.0), 1.0)
+    v = clamp(v, -1.0, 1.0)
     # Round half to even, as torch.round and std::nearbyint do.
     t = (v + 1.0) * (steps / 2.0)
     r = tl.floor(t + 0.5)
@@ -190,14 +199,14 @@ def _sample_kernel(p_ptr, u_ptr, out_ptr, HW, M, steps, C: tl.constexpr, ACC: tl
     best = tl.full([BLOCK], -float("inf"), ACC)
     choice = tl.zeros([BLOCK], tl.int32)
     for k in range(0, M):
-        u = tl.minimum(tl.maximum(tl.load(u_base + k * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
-                       1.0 - _NOISE_EPS)
+        u = clamp(tl.load(u_base + k * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS, 1.0 - _NOISE_EPS)
         score = tl.load(p_base + k * HW + offs, mask=ok, other=0.0).to(ACC) - tl.log(-tl.log(u))
-        better = score > best
+        # As torch.argmax: ties keep the first, and a NaN score beats any number (the first NaN wins).
+        better = (score > best) | ((score != score) & (best == best))
         choice = tl.where(better, k, choice)
         best = tl.where(better, score, best)
     b0 = M + choice
-    u0 = tl.minimum(tl.maximum(tl.load(u_base + M * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS), 1.0 - _NOISE_EPS)
+    u0 = clamp(tl.load(u_base + M * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS, 1.0 - _NOISE_EPS)
     m0 = tl.load(p_base + b0 * HW + offs, mask=ok, other=0.0).to(ACC)
     s0 = tl.load(p_base + (b0 + M) * HW + offs, mask=ok, other=0.0).to(ACC)
     v0 = _to_grid(_logistic_draw(m0, s0, u0), steps)
@@ -207,10 +216,8 @@ def _sample_kernel(p_ptr, u_ptr, out_ptr, HW, M, steps, C: tl.constexpr, ACC: tl
     if C == 3:
         b1 = b0 + 3 * M
         b2 = b1 + 3 * M
-        u1 = tl.minimum(tl.maximum(tl.load(u_base + (M + 1) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
-                        1.0 - _NOISE_EPS)
-        u2 = tl.minimum(tl.maximum(tl.load(u_base + (M + 2) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS),
-                        1.0 - _NOISE_EPS)
+        u1 = clamp(tl.load(u_base + (M + 1) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS, 1.0 - _NOISE_EPS)
+        u2 = clamp(tl.load(u_base + (M + 2) * HW + offs, mask=ok, other=0.5).to(ACC), _NOISE_EPS, 1.0 - _NOISE_EPS)
         t0 = tanh(tl.load(p_base + (b0 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
         t1 = tanh(tl.load(p_base + (b1 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
         t2 = tanh(tl.load(p_base + (b2 + 2 * M) * HW + offs, mask=ok, other=0.0).to(ACC))
@@ -228,7 +235,31 @@ def _constants(levels: int) -> tuple[float, float]:
     return 1.0 / (levels - 1), math.log(2.0 / (levels - 1))
 
 
+def _check_params(op: str, params: torch.Tensor, n: int, c: int, h: int, w: int, nr_mix: int, levels: int) -> None:
+    check_tensor(op, "params", params, dims=4)
+    check_int(op, "nr_mix", nr_mix, 1)
+    check_int(op, "levels", levels, 2)
+    require(c in (1, 3), op, f"images must have C = 1 or 3 colours, got {c}")
+    per = 10 if c == 3 else 3
+    check_shape(op, "params", params, (n, per * nr_mix, h, w), f"(N, K, H, W) with K = {per} * nr_mix")
+
+
+def _check_nll(op: str, x: torch.Tensor, params: torch.Tensor, nr_mix: int, levels: int) -> None:
+    check_tensor(op, "x", x, dims=4)
+    _check_params(op, params, *x.shape, nr_mix, levels)
+    check_same(op, "x", x, params=params)
+
+
+def _check_x_range(op: str, x: torch.Tensor) -> None:
+    if x.numel():  # the CPU kernel's check, and the reference's domain
+        low, high = (float(v) for v in torch.aminmax(x))
+        require(low >= -1 and high <= 1, op, f"x must lie in [-1, 1], got values in [{low}, {high}]")
+
+
 def dmol_nll_triton(x: torch.Tensor, params: torch.Tensor, nr_mix: int, levels: int):
+    op = "dmol_nll_triton"
+    _check_nll(op, x, params, nr_mix, levels)
+    _check_x_range(op, x)
     x, params = x.contiguous(), params.contiguous()
     n, c, h, w = x.shape
     acc = accumulation_dtype(params.dtype)
@@ -242,6 +273,16 @@ def dmol_nll_triton(x: torch.Tensor, params: torch.Tensor, nr_mix: int, levels: 
 
 def dmol_nll_backward_triton(grad: torch.Tensor, x: torch.Tensor, params: torch.Tensor, pixel_log_prob: torch.Tensor,
                              nr_mix: int, levels: int) -> torch.Tensor:
+    op = "dmol_nll_backward_triton"
+    _check_nll(op, x, params, nr_mix, levels)
+    check_tensor(op, "grad", grad, dims=1, incoming_grad=True)
+    check_tensor(op, "pixel_log_prob", pixel_log_prob, dims=3)
+    check_same(op, "params", params, dtype=False, grad=grad, pixel_log_prob=pixel_log_prob)
+    check_shape(op, "grad", grad, (x.shape[0],), "(N,)")
+    check_shape(op, "pixel_log_prob", pixel_log_prob, (x.shape[0], *x.shape[2:]), "(N, H, W)")
+    require(pixel_log_prob.dtype == accumulation_dtype(params.dtype), op,
+            f"pixel_log_prob must be in {accumulation_dtype(params.dtype)}, got {pixel_log_prob.dtype}")
+    _check_x_range(op, x)
     x, params = x.contiguous(), params.contiguous()
     n, c, h, w = x.shape
     grad_params = torch.empty_like(params)
@@ -252,6 +293,16 @@ def dmol_nll_backward_triton(grad: torch.Tensor, x: torch.Tensor, params: torch.
 
 
 def dmol_sample_triton(params: torch.Tensor, noise: torch.Tensor, nr_mix: int, levels: int) -> torch.Tensor:
+    # Noise is checked for dtype and shape here; its range, [0, 1), by fastgen.ops.dmol_sample
+    # (_core.check_uniform_noise): out-of-range noise is clamped as in the reference, in bounds.
+    op = "dmol_sample_triton"
+    check_tensor(op, "noise", noise, dims=4)
+    check_int(op, "nr_mix", nr_mix, 1)
+    require(noise.shape[1] - nr_mix in (1, 3), op,
+            f"noise must be (N, nr_mix + C, H, W) with C = 1 or 3, got {tuple(noise.shape)} for nr_mix = {nr_mix}")
+    n, k, h, w = noise.shape
+    _check_params(op, params, n, k - nr_mix, h, w, nr_mix, levels)
+    check_same(op, "params", params, dtype=False, noise=noise)
     params, noise = params.contiguous(), noise.to(params.dtype).contiguous()
     n, k, h, w = noise.shape
     out = torch.empty(n, k - nr_mix, h, w, dtype=params.dtype, device=params.device)

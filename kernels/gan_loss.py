@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_dtype
+from ._common import check_same, check_tensor, compute_dtype, require
 
 _BLOCK = 1024
 SOFTPLUS, SOFTPLUS_NEG, NEG_SOFTPLUS, SQUARE_TO_ONE, SQUARE_TO_ZERO, HINGE_REAL, HINGE_FAKE, PLUS, MINUS = range(9)
@@ -38,10 +38,10 @@ def _term(v, TERM: tl.constexpr):
         out = 0.5 * (v - 1.0) * (v - 1.0)
     elif TERM == 4:
         out = 0.5 * v * v
-    elif TERM == 5:
-        out = tl.maximum(1.0 - v, 0.0)
+    elif TERM == 5:  # relu as torch.relu: NaN in, NaN out (tl.maximum would drop it)
+        out = tl.where(v >= 1.0, 0.0, 1.0 - v)
     elif TERM == 6:
-        out = tl.maximum(1.0 + v, 0.0)
+        out = tl.where(v <= -1.0, 0.0, 1.0 + v)
     elif TERM == 7:
         out = v
     else:
@@ -57,14 +57,14 @@ def _derivative(v, TERM: tl.constexpr):
         out = -1.0 / (1.0 + tl.exp(v))
     elif TERM == 2:
         out = -1.0 / (1.0 + tl.exp(-v))
-    elif TERM == 3:
-        out = v - 1.0
+    elif TERM == 3:  # 0.5 * (2 (v - 1)): autograd's order, so that both overflow alike
+        out = 0.5 * (2.0 * (v - 1.0))
     elif TERM == 4:
-        out = v
-    elif TERM == 5:
-        out = tl.where(v < 1.0, -1.0, 0.0)
+        out = 0.5 * (2.0 * v)
+    elif TERM == 5:  # NaN passes the gradient, as autograd of torch.relu
+        out = tl.where(v >= 1.0, 0.0, -1.0)
     elif TERM == 6:
-        out = tl.where(v > -1.0, 1.0, 0.0)
+        out = tl.where(v <= -1.0, 0.0, 1.0)
     elif TERM == 7:
         out = tl.zeros_like(v) + 1.0
     else:
@@ -106,7 +106,24 @@ def _grad(grad: torch.Tensor, v: torch.Tensor, term: int) -> torch.Tensor:
     return out
 
 
+def _check(op: str, d_real: torch.Tensor | None, d_fake: torch.Tensor, kind: str, generator: bool) -> None:
+    require(isinstance(generator, bool), op, f"generator must be a bool, got {generator!r}")
+    require(isinstance(kind, str) and (kind, generator) in TERMS, op,
+            f"kind must be minimax, non_saturating, lsgan, hinge or wasserstein, got {kind!r}")
+    check_tensor(op, "d_fake", d_fake)
+    require(d_fake.numel() > 0, op, "d_fake must hold at least one discriminator output")
+    require(d_real is None or isinstance(d_real, torch.Tensor), op, f"d_real must be a tensor or None, got {d_real!r:.60}")
+    if d_real is not None:  # on d_fake's device even where the loss ignores it
+        check_same(op, "d_fake", d_fake, dtype=False, d_real=d_real)
+    if not generator:
+        require(d_real is not None, op, "the discriminator loss needs d_real")
+        check_tensor(op, "d_real", d_real)
+        check_same(op, "d_fake", d_fake, d_real=d_real)
+        require(d_real.numel() > 0, op, "d_real must hold at least one discriminator output")
+
+
 def gan_loss_triton(d_real: torch.Tensor | None, d_fake: torch.Tensor, kind: str, generator: bool) -> torch.Tensor:
+    _check("gan_loss_triton", d_real, d_fake, kind, generator)
     real_term, fake_term = TERMS[(kind, generator)]
     loss = _mean(d_fake, fake_term)
     if real_term is not None:
@@ -116,6 +133,11 @@ def gan_loss_triton(d_real: torch.Tensor | None, d_fake: torch.Tensor, kind: str
 
 def gan_loss_backward_triton(grad: torch.Tensor, d_real: torch.Tensor | None, d_fake: torch.Tensor, kind: str,
                              generator: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    op = "gan_loss_backward_triton"
+    _check(op, d_real, d_fake, kind, generator)
+    check_tensor(op, "grad", grad, incoming_grad=True)
+    require(grad.numel() == 1, op, f"grad must be a scalar, got shape {tuple(grad.shape)}")
+    check_same(op, "d_fake", d_fake, dtype=False, grad=grad)
     real_term, fake_term = TERMS[(kind, generator)]
     grad_real = _grad(grad, d_real, real_term) if real_term is not None else d_fake.new_empty(0)
     return grad_real, _grad(grad, d_fake, fake_term)

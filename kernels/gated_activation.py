@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_dtype, tanh
+from ._common import check_same, check_shape, check_tensor, compute_dtype, require, tanh
 
 _NO_COND, _GLOBAL_COND, _SPATIAL_COND = 0, 1, 2
 
@@ -81,7 +81,18 @@ def _block(hw: int) -> int:
     return min(1024, triton.next_power_of_2(max(hw, 16)))
 
 
+def _check(op: str, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    check_tensor(op, "x", x, dims=4)
+    require(x.shape[1] % 2 == 0, op, f"x must be (N, 2C, H, W) with an even channel count, got {tuple(x.shape)}")
+    if cond is not None:
+        check_tensor(op, "cond", cond, dims=(2, 4))
+        check_same(op, "x", x, cond=cond)
+        require(tuple(cond.shape) in (tuple(x.shape[:2]), tuple(x.shape)), op,
+                f"cond must be (N, 2C) or (N, 2C, H, W) = {tuple(x.shape)}, got {tuple(cond.shape)}")
+
+
 def gated_activation_triton(x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    _check("gated_activation_triton", x, cond)
     x = x.contiguous()
     cond = cond.contiguous() if cond is not None else None
     n, c2, h, w = x.shape
@@ -96,6 +107,11 @@ def gated_activation_triton(x: torch.Tensor, cond: torch.Tensor | None) -> torch
 
 def gated_activation_backward_triton(grad_out: torch.Tensor, x: torch.Tensor,
                                      cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    op = "gated_activation_backward_triton"
+    _check(op, x, cond)
+    check_tensor(op, "grad_out", grad_out, dims=4, incoming_grad=True)
+    check_same(op, "x", x, grad_out=grad_out)
+    check_shape(op, "grad_out", grad_out, (x.shape[0], x.shape[1] // 2, *x.shape[2:]), "(N, C, H, W)")
     x, grad_out = x.contiguous(), grad_out.contiguous()
     cond = cond.contiguous() if cond is not None else None
     n, c2, h, w = x.shape

@@ -17,7 +17,8 @@ from torch._prims_common import suggest_memory_format
 import triton.language as tl
 
 from fastgen._core import causal_mask
-from ._common import compute_dtype, dot_precision
+from ._common import (check_int, check_output_mask, check_same, check_shape, check_tensor, compute_dtype, dot_precision,
+                      require)
 
 
 @triton.jit
@@ -90,6 +91,34 @@ def _tap_conv_wgrad_kernel(x_ptr, g_ptr, dy_ptr, dx_ptr, gw_ptr, T, N, IMAGES_PE
              mask=ci_ok[:, None] & co_ok[None, :])
 
 
+def _check_mask(op: str, in_c: int, out_c: int, mask_type: str, color_groups: int) -> None:
+    require(in_c >= 1 and out_c >= 1, op, f"x and weight need at least one channel each way, got C_in = {in_c}, "
+                                          f"C_out = {out_c}")
+    require(mask_type in ("A", "B"), op, f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    check_int(op, "color_groups", color_groups, 1)
+    require(in_c % color_groups == 0 and out_c % color_groups == 0, op,
+            f"color_groups={color_groups} must divide both C_in={in_c} and C_out={out_c}")
+
+
+def _check_weight(op: str, weight: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """weight (C_out, C_in, k, k) with k odd, of ``ref``'s dtype and device."""
+    check_tensor(op, "weight", weight, dims=4)
+    check_same(op, ref_name, ref, weight=weight)
+    kh, kw = weight.shape[2:]
+    require(kh == kw and kh % 2 == 1, op, f"weight must have an odd square kernel, got {kh}x{kw}")
+
+
+def _check_conv(op: str, x: torch.Tensor, weight: torch.Tensor, mask_type: str, color_groups: int) -> None:
+    """x (N, C_in, H, W) and weight (C_out, C_in, k, k), k odd, of one float dtype on the kernels' device."""
+    check_tensor(op, "x", x, dims=4)
+    _check_weight(op, weight, "x", x)
+    require(x.shape[2] >= 1 and x.shape[3] >= 1, op, f"x must have at least one row and one column (H, W >= 1), "
+                                                     f"got {tuple(x.shape)}")
+    require(x.shape[1] == weight.shape[1], op, f"x has {x.shape[1]} channels but weight expects "
+                                               f"C_in = {weight.shape[1]}")
+    _check_mask(op, weight.shape[1], weight.shape[0], mask_type, color_groups)
+
+
 def _blocks(device: torch.device) -> tuple[int, int, int]:
     """(positions, input channels, output channels) per program. tl.dot needs 16 or more in each;
     the interpreter (CPU tensors) runs fastest on the smallest tiles."""
@@ -119,9 +148,10 @@ def _packed_weight(weight: torch.Tensor, mask_type: str, color_groups: int) -> t
     out_c, in_c, k, _ = weight.shape
     p = k // 2
     dys, dxs = _taps(k, mask_type, color_groups)
-    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=weight.dtype, device=weight.device)
+    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=torch.bool, device=weight.device)
     rows, cols = _kernel_positions(dys, dxs, p, weight.device)
-    packed = (weight * mask)[:, :, rows, cols].permute(2, 1, 0).contiguous()
+    # where, not a product with the mask: a NaN or inf in a masked entry must not survive.
+    packed = torch.where(mask, weight, 0.0)[:, :, rows, cols].permute(2, 1, 0).contiguous()
     return packed, dys, dxs
 
 
@@ -146,6 +176,13 @@ def _tap_conv(inp: torch.Tensor, packed: torch.Tensor, dys: list, dxs: list, bia
 
 def masked_conv2d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mask_type: str,
                          color_groups: int) -> torch.Tensor:
+    op = "masked_conv2d_triton"
+    _check_conv(op, x, weight, mask_type, color_groups)
+    if bias is not None:
+        check_tensor(op, "bias", bias, dims=1)
+        check_same(op, "x", x, bias=bias)
+        require(bias.shape[0] == weight.shape[0], op, f"bias must have C_out = {weight.shape[0]} elements, "
+                                                       f"got {bias.shape[0]}")
     packed, dys, dxs = _packed_weight(weight, mask_type, color_groups)
     out = _tap_conv(x, packed, dys, dxs, None if bias is None else bias.contiguous())
     return out.contiguous(memory_format=suggest_memory_format(x))  # outputs keep x's layout
@@ -154,6 +191,12 @@ def masked_conv2d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 def masked_conv2d_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask_type: str,
                                   color_groups: int, output_mask: list[bool]):
     """(grad_x, grad_weight, grad_bias); entries not asked for in output_mask are empty tensors."""
+    op = "masked_conv2d_backward_triton"
+    _check_conv(op, x, weight, mask_type, color_groups)
+    check_tensor(op, "grad_out", grad_out, dims=4, incoming_grad=True)
+    check_same(op, "x", x, grad_out=grad_out)
+    check_shape(op, "grad_out", grad_out, (x.shape[0], weight.shape[0], *x.shape[2:]), "(N, C_out, H, W)")
+    output_mask = check_output_mask(op, output_mask, 3)
     grad_x = (masked_conv2d_grad_input_triton(grad_out, weight, mask_type, color_groups)
               .contiguous(memory_format=suggest_memory_format(x)) if output_mask[0] else x.new_empty(0))
     grad_w = (masked_conv2d_grad_weight_triton(grad_out, x, weight.shape[-1], mask_type, color_groups)
@@ -164,12 +207,27 @@ def masked_conv2d_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, weigh
 
 def masked_conv2d_grad_input_triton(grad_out: torch.Tensor, weight: torch.Tensor, mask_type: str,
                                     color_groups: int) -> torch.Tensor:
+    op = "masked_conv2d_grad_input_triton"
+    check_tensor(op, "grad_out", grad_out, dims=4, incoming_grad=True)
+    _check_weight(op, weight, "grad_out", grad_out)
+    require(grad_out.shape[1] == weight.shape[0], op, f"grad_out must have C_out = {weight.shape[0]} channels, "
+                                                      f"got {grad_out.shape[1]}")
+    _check_mask(op, weight.shape[1], weight.shape[0], mask_type, color_groups)
     packed, dys, dxs = _packed_weight(weight, mask_type, color_groups)
     return _tap_conv(grad_out, packed.transpose(1, 2).contiguous(), [-d for d in dys], [-d for d in dxs], None)
 
 
 def masked_conv2d_grad_weight_triton(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: int, mask_type: str,
                                      color_groups: int) -> torch.Tensor:
+    op = "masked_conv2d_grad_weight_triton"
+    check_tensor(op, "x", x, dims=4)
+    check_tensor(op, "grad_out", grad_out, dims=4, incoming_grad=True)
+    check_same(op, "x", x, grad_out=grad_out)
+    require(grad_out.shape[0] == x.shape[0] and grad_out.shape[2:] == x.shape[2:], op,
+            f"grad_out must be (N, C_out, H, W) with x's N, H, W, got {tuple(grad_out.shape)} for x {tuple(x.shape)}")
+    check_int(op, "kernel_size", kernel_size, 1)
+    require(kernel_size % 2 == 1, op, f"kernel_size must be odd, got {kernel_size}")
+    _check_mask(op, x.shape[1], grad_out.shape[1], mask_type, color_groups)
     x, grad_out = x.contiguous(), grad_out.contiguous()
     n, c_in, h, w = x.shape
     c_out = grad_out.shape[1]
@@ -193,5 +251,5 @@ def masked_conv2d_grad_weight_triton(grad_out: torch.Tensor, x: torch.Tensor, ke
     )
     rows, cols = _kernel_positions(dys, dxs, kernel_size // 2, x.device)
     grad_w[:, :, rows, cols] = partial.sum(dim=0).permute(2, 1, 0)
-    mask = causal_mask(c_out, c_in, kernel_size, mask_type, color_groups, dtype=x.dtype, device=x.device)
-    return grad_w * mask
+    mask = causal_mask(c_out, c_in, kernel_size, mask_type, color_groups, dtype=torch.bool, device=x.device)
+    return torch.where(mask, grad_w, 0.0)

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_dtype
+from ._common import check_output_mask, check_same, check_tensor, compute_dtype, require
 
 _BLOCK = 1024
 
@@ -29,12 +29,22 @@ def _reparameterize_bwd_kernel(g_ptr, lv_ptr, eps_ptr, glv_ptr, geps_ptr, n, WAN
                                                                                       other=0.0).to(ACC))
     if WANT_LV:
         eps = tl.load(eps_ptr + offs, mask=ok, other=0.0).to(ACC)
-        tl.store(glv_ptr + offs, (0.5 * scaled * eps).to(glv_ptr.dtype.element_ty), mask=ok)
+        # The reference's order of products (grad * std * eps * 0.5), so that both overflow alike.
+        tl.store(glv_ptr + offs, (scaled * eps * 0.5).to(glv_ptr.dtype.element_ty), mask=ok)
     if WANT_EPS:
         tl.store(geps_ptr + offs, scaled.to(geps_ptr.dtype.element_ty), mask=ok)
 
 
+def _check_like(op: str, ref_name: str, ref: torch.Tensor, *, incoming_grad: str | None = None, **others) -> None:
+    check_tensor(op, ref_name, ref)
+    for name, t in others.items():
+        check_tensor(op, name, t, incoming_grad=name == incoming_grad)
+        check_same(op, ref_name, ref, **{name: t})
+        require(t.shape == ref.shape, op, f"{name} must have {ref_name}'s shape {tuple(ref.shape)}, got {tuple(t.shape)}")
+
+
 def reparameterize_triton(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    _check_like("reparameterize_triton", "mu", mu, logvar=logvar, eps=eps)
     mu, logvar, eps = mu.contiguous(), logvar.contiguous(), eps.contiguous()
     z = torch.empty_like(mu)
     n = mu.numel()
@@ -45,6 +55,9 @@ def reparameterize_triton(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Ten
 
 def reparameterize_backward_triton(grad: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
                                    output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    op = "reparameterize_backward_triton"
+    _check_like(op, "logvar", logvar, incoming_grad="grad", grad=grad, eps=eps)
+    output_mask = check_output_mask(op, output_mask, 2)
     grad, logvar, eps = grad.contiguous(), logvar.contiguous(), eps.contiguous()
     grad_logvar = torch.empty_like(logvar) if output_mask[0] else logvar.new_empty(0)
     grad_eps = torch.empty_like(eps) if output_mask[1] else eps.new_empty(0)

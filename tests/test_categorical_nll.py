@@ -11,6 +11,7 @@ from fastgen.reference.categorical_nll import (
     categorical_nll_reference,
 )
 from tests.conftest import DEVICES, DTYPES, assert_matches_reference, compiled_cpu, op_implementations, tolerances
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 
@@ -161,3 +162,33 @@ class TestBadInput:
     def test_kernel_checks_target_range(self):
         with pytest.raises(RuntimeError, match=r"target values must lie in \[0, 5\)"):
             ops.categorical_nll(torch.randn(2, 5, 1, 4, 4), torch.full((2, 1, 4, 4), 7))
+
+
+def _z(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+def _t(high, *shape):
+    return torch.randint(0, high, shape)
+
+
+# Calls every categorical_nll kernel entry must refuse, whatever the Python wrapper checked (an
+# out-of-range target would index out of bounds).
+KERNEL_BAD = [
+    ("categorical_nll", lambda: (_z(2, 5, 4, 4), _t(5, 2, 4, 4)), "logits must"),
+    ("categorical_nll", lambda: (_z(2, 5, 1, 4, 4), _t(5, 2, 1, 4, 4).int()), "target must be an int64"),
+    ("categorical_nll", lambda: (_z(2, 5, 1, 4, 4), _t(5, 2, 1, 4, 5)), "target must be"),
+    ("categorical_nll", lambda: (_z(2, 5, 1, 4, 4), torch.full((2, 1, 4, 4), 5)), r"target values must lie in \[0, 5\)"),
+    ("categorical_nll", lambda: (_z(2, 5, 1, 4, 4), torch.full((2, 1, 4, 4), -1)), r"target values must lie in \[0, 5\)"),
+    ("categorical_nll", lambda: (_z(2, 0, 1, 4, 4), _t(1, 2, 1, 4, 4)), "at least one level"),
+    ("categorical_nll", lambda: (_z(2, 5, 1, 4, 4).long(), _t(5, 2, 1, 4, 4)), "logits must be a float"),
+    ("categorical_nll_backward", lambda: (_z(3), _z(2, 5, 1, 4, 4), _t(5, 2, 1, 4, 4), _z(2, 1, 4, 4)),
+     r"grad must be \(N,\) = \(2,\)"),
+    ("categorical_nll_backward", lambda: (_z(2), _z(2, 5, 1, 4, 4), _t(5, 2, 1, 4, 4), _z(2, 1, 4, 3)), "lse must be"),
+    ("categorical_nll_backward", lambda: (_z(2), _z(2, 5, 1, 4, 4), _t(5, 2, 1, 4, 4), _z(2, 1, 4, 4).double()),
+     "lse must be"),
+    ("categorical_nll_backward", lambda: (_z(2), _z(2, 5, 1, 4, 4), torch.full((2, 1, 4, 4), 9), _z(2, 1, 4, 4)),
+     r"target values must lie in \[0, 5\)"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("categorical_nll", KERNEL_BAD)

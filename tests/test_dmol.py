@@ -15,6 +15,7 @@ from fastgen.reference.dmol import (
     split_params,
 )
 from tests.conftest import DEVICES, DTYPES, compiled_cpu, op_implementations
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 
@@ -285,3 +286,74 @@ class TestBadInput:
             fastgen.ops.dmol_sample(params, nr_mix=m, noise=torch.rand(2, m + 2, 5, 7))
         with pytest.raises(ValueError, match=r"params must be \(N, K, H, W\)"):
             fastgen.ops.dmol_sample(params, nr_mix=m, noise=torch.rand(2, m + 1, 5, 7))
+
+
+def _grid(*shape, levels=256):
+    return 2 * torch.randint(0, levels, shape).float() / (levels - 1) - 1
+
+
+def _p(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+# Calls every dmol kernel entry must refuse, whatever the Python wrapper checked.
+KERNEL_BAD = [
+    ("dmol_nll", lambda: (_grid(1, 2, 3, 3), _p(1, 20, 3, 3), 2, 256), "C = 1 or 3"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3), _p(1, 19, 3, 3), 2, 256), r"params must be \(N, K, H, W\)"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3), _p(1, 20, 3, 4), 2, 256), r"params must be \(N, K, H, W\)"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3), _p(1, 20, 3, 3), 0, 256), "nr_mix must be"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3), _p(1, 20, 3, 3), 2**62, 256), "nr_mix|params must be"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3), _p(1, 20, 3, 3), 2, 1), "levels must be"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3) * 2, _p(1, 20, 3, 3), 2, 256), r"x must lie in \[-1, 1\]"),
+    ("dmol_nll", lambda: (torch.full((1, 1, 2, 2), float("nan")), _p(1, 3, 2, 2), 1, 256), r"x must lie in \[-1, 1\]"),
+    ("dmol_nll", lambda: (_grid(1, 3, 3, 3).double(), _p(1, 20, 3, 3), 2, 256), "params must have x's dtype"),
+    ("dmol_nll_backward", lambda: (_p(2), _grid(1, 1, 3, 3), _p(1, 3, 3, 3), _p(1, 3, 3), 1, 256),
+     r"grad must be \(N,\) = \(1,\)"),
+    ("dmol_nll_backward", lambda: (_p(1), _grid(1, 1, 3, 3), _p(1, 3, 3, 3), _p(1, 9), 1, 256),
+     "pixel_log_prob must"),
+    ("dmol_nll_backward", lambda: (_p(1), _grid(1, 1, 3, 3) * 3, _p(1, 3, 3, 3), _p(1, 3, 3), 1, 256),
+     r"x must lie in \[-1, 1\]"),
+    ("dmol_sample", lambda: (_p(1, 3, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.long), 1, 256),
+     "noise must be a float"),
+    ("dmol_sample", lambda: (_p(1, 3, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.complex64), 1, 256),
+     "noise must be a float"),
+    ("dmol_sample", lambda: (_p(1, 3, 2, 2), torch.rand(1, 3, 2, 2), 1, 256), r"noise must be \(N, nr_mix \+ C, H, W\)"),
+    ("dmol_sample", lambda: (_p(1, 3, 2, 2), torch.rand(1, 2, 2, 3), 1, 256), r"params must be \(N, K, H, W\)"),
+    ("dmol_sample", lambda: (_p(1, 3, 2, 2), torch.rand(1, 2, 2, 2), 2**63 - 1, 256), "noise must be|nr_mix"),
+    ("dmol_sample", lambda: (_p(1, 3, 2, 2), torch.rand(1, 2, 2, 2), 1, 0), "levels must be"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("dmol", KERNEL_BAD)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sample_kernel_agrees_with_reference_on_nan(impl):
+    """NaN noise or logits: the kernel drew numbers where the reference drew NaN (its argmax picks a
+    NaN score, and log of NaN is NaN; the kernel's fast log turned NaN into a number) (issue 15)."""
+    device, _, _, sample = impl()
+    params = torch.randn(2, 20, 3, 4, device=device)
+    noise = torch.rand(2, 5, 3, 4, device=device)
+    noise[0, 0, 0, 0] = float("nan")  # a component's Gumbel noise
+    noise[0, 3, 1, 1] = float("nan")  # a colour's logistic noise
+    params[1, 1, 2, 3] = float("nan")  # a logit
+    got, want = sample(params, noise, 2, 256), dmol_sample_reference(params, 2, noise, 256)
+    assert torch.isnan(want).any()
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("noise,match", [
+    (torch.full((2, 5, 3, 4), float("nan")), r"finite numbers in \[0, 1\)"),
+    (torch.full((2, 5, 3, 4), -0.1), r"finite numbers in \[0, 1\)"),
+    (torch.full((2, 5, 3, 4), 2.0), r"finite numbers in \[0, 1\)"),
+    (torch.full((2, 5, 3, 4), 1.0), r"finite numbers in \[0, 1\)"),
+    (torch.full((2, 5, 3, 4), float("inf")), r"finite numbers in \[0, 1\)"),
+    (torch.zeros(2, 5, 3, 4, dtype=torch.long), "floating tensor"),
+    (torch.zeros(2, 5, 3, 4, dtype=torch.complex64), "floating tensor"),
+    (torch.zeros(2, 5, 3, 4, dtype=torch.bool), "floating tensor"),
+])
+@pytest.mark.parametrize("reference", [False, True], ids=["kernel", "reference"])
+def test_sample_noise_is_validated(noise, match, reference):
+    """dmol_sample checks its noise through fastgen._core.check_uniform_noise, the one check of
+    sampling noise; before, all of these were accepted (issue 15)."""
+    with fastgen.use_reference(reference), pytest.raises(ValueError, match=match):
+        fastgen.ops.dmol_sample(torch.randn(2, 20, 3, 4), nr_mix=2, noise=noise)

@@ -9,6 +9,7 @@ import torch
 import fastgen
 from fastgen.reference.gan_loss import KINDS, gan_loss_backward_reference, gan_loss_reference
 from tests.conftest import DEVICES, DTYPES, assert_matches_reference, compiled_cpu, op_implementations, tolerances
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 CASES = list(itertools.product(KINDS, [False, True]))
@@ -171,3 +172,24 @@ def test_backward_reference_matches_autograd(case):
         assert got_real is None
     else:
         torch.testing.assert_close(got_real, want[0])
+
+
+def _r(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+# Calls every gan_loss kernel entry must refuse, whatever the Python wrapper checked.
+KERNEL_BAD = [
+    ("gan_loss", lambda: (_r(4), _r(4), "wgan", False), "kind must be"),
+    ("gan_loss", lambda: (_r(4), _r(0), "hinge", False), "d_fake must hold at least one"),
+    ("gan_loss", lambda: (_r(0), _r(4), "hinge", False), "d_real must hold at least one"),
+    ("gan_loss", lambda: (None, _r(4), "hinge", False), "needs d_real"),
+    ("gan_loss", lambda: (_r(4).double(), _r(4), "lsgan", False), "d_real must have d_fake's dtype"),
+    ("gan_loss", lambda: (_r(4), _r(4).int(), "lsgan", True), "d_fake must be a float"),
+    ("gan_loss", lambda: (_r(4).bool(), _r(4), "minimax", False), "d_real must be a float"),
+    ("gan_loss_backward", lambda: (_r(2), _r(4), _r(4), "hinge", False), "grad must be a scalar"),
+    ("gan_loss_backward", lambda: (_r(1).to(torch.complex64), _r(4), _r(4), "hinge", False), "grad must be a float"),
+    ("gan_loss_backward", lambda: (_r(()), _r(4), _r(4), "Hinge", False), "kind must be"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("gan_loss", KERNEL_BAD)

@@ -7,6 +7,7 @@ import torch
 import fastgen
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 from tests.conftest import DEVICES, DTYPES, assert_matches_reference, compiled_cpu, op_implementations, tolerances
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 
@@ -169,3 +170,24 @@ class TestBadInput:
     def test_kernel_checks_its_own_arguments(self):
         with pytest.raises(RuntimeError, match="cond must be"):
             ops.gated_activation(torch.randn(2, 6, 4, 4), torch.randn(2, 3))
+
+
+def _r(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+# Calls every gated_activation kernel entry must refuse, whatever the Python wrapper checked.
+KERNEL_BAD = [
+    ("gated_activation", lambda: (_r(2, 5, 4, 4), None), "even channel count"),
+    ("gated_activation", lambda: (_r(2, 6, 4), None), "x must"),
+    ("gated_activation", lambda: (_r(2, 6, 4, 4).int(), None), "x must be a float"),
+    ("gated_activation", lambda: (_r(2, 6, 4, 4), _r(2, 3)), "cond must be"),
+    ("gated_activation", lambda: (_r(2, 6, 4, 4), _r(2, 6).double()), "cond must have x's dtype"),
+    ("gated_activation", lambda: (_r(2, 6, 4, 4).to(torch.complex64), None), "x must be a float"),
+    ("gated_activation_backward", lambda: (_r(2, 3, 4, 5), _r(2, 6, 4, 4), None),
+     r"grad_out must be \(N, C, H, W\) = \(2, 3, 4, 4\)"),
+    ("gated_activation_backward", lambda: (_r(2, 3, 4, 4).half(), _r(2, 6, 4, 4), None), "grad_out must have x's dtype"),
+    ("gated_activation_backward", lambda: (_r(2, 3, 4, 4), _r(2, 6, 4, 4), _r(2, 6, 4, 3)), "cond must be"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("gated_activation", KERNEL_BAD)

@@ -7,6 +7,7 @@ import torch
 import fastgen
 from fastgen.reference.gradient_penalty import gradient_penalty_reference, sample_norms
 from tests.conftest import DEVICES, DTYPES, op_implementations, tolerances
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 SHAPES = [(3, 7), (1, 1), (5, 3, 4, 4), (2, 1, 33, 35)]  # odd sizes, N = 1, more than one block
@@ -106,3 +107,22 @@ class TestBadInput:
     def test_errors_name_the_argument(self, grad, error, match):
         with pytest.raises(error, match=match):
             fastgen.ops.gradient_penalty(grad)
+
+
+def _r(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+# Calls every gradient_penalty kernel entry must refuse, whatever the Python wrapper checked.
+KERNEL_BAD = [
+    ("gradient_penalty", lambda: (_r(0, 3), 10.0), "N >= 1"),
+    ("gradient_penalty", lambda: (_r(()), 10.0), "N >= 1"),
+    ("gradient_penalty", lambda: (_r(2, 3).int(), 10.0), "grad must be a float"),
+    ("gradient_penalty", lambda: (_r(2, 3), float("nan")), "weight must be a finite number"),
+    ("gradient_penalty", lambda: (_r(2, 3), 1e300), "weight must be a finite number"),
+    ("gradient_penalty_backward", lambda: (_r(()), _r(2, 3), _r(3), 10.0), r"norms must be \(N,\) = \(2,\)"),
+    ("gradient_penalty_backward", lambda: (_r(2), _r(2, 3), _r(2), 10.0), "grad_out must be a scalar"),
+    ("gradient_penalty_backward", lambda: (_r(()), _r(2, 3), _r(2).long(), 10.0), "norms must be a float"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("gradient_penalty", KERNEL_BAD)

@@ -25,6 +25,7 @@ from tests.conftest import (
     compiled_cpu,
     tolerances,
 )
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 
@@ -301,3 +302,79 @@ class TestBadInput:
     def test_kernel_checks_its_own_arguments(self):
         with pytest.raises(RuntimeError, match="mask_type must be 'A' or 'B'"):
             ops.masked_conv2d(self.x, self.w, None, "Z", 1)
+
+
+def _x(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+# Calls every masked_conv2d kernel entry must refuse (issue 15): the kernels check their own
+# arguments, whatever the Python wrapper checked. (op, arguments, what the error says).
+_W, _X = (6, 3, 3, 3), (1, 3, 4, 4)
+KERNEL_BAD = [
+    ("masked_conv2d", lambda: (_x(*_X), _x(*_W), torch.ones(2), "B", 1), "bias must have C_out = 6 elements"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(*_W), torch.ones(6, 1), "B", 1), "bias must"),
+    ("masked_conv2d", lambda: (_x(3, 4, 4), _x(*_W), None, "B", 1), "x must"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(6, 3, 3), None, "B", 1), "weight must"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(6, 3, 2, 2), None, "B", 1), "odd square kernel"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(6, 4, 3, 3), None, "B", 1), "x has 3 channels but weight expects C_in = 4"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(*_W).double(), None, "B", 1), "weight must have x's dtype"),
+    ("masked_conv2d", lambda: (_x(*_X).int(), _x(*_W).int(), None, "B", 1), "x must be a float"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(*_W), None, "C", 1), "mask_type must be 'A' or 'B'"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(*_W), None, "B", 0), "color_groups"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(*_W), None, "B", 2), "color_groups"),
+    ("masked_conv2d", lambda: (_x(1, 3, 0, 4), _x(*_W), None, "B", 1), "at least one row and one column"),
+    ("masked_conv2d", lambda: (_x(1, 0, 4, 4), _x(6, 0, 3, 3), None, "B", 1), "at least one channel"),
+    ("masked_conv2d", lambda: (_x(*_X), _x(0, 3, 3, 3), None, "B", 1), "at least one channel"),
+    ("masked_conv2d_backward", lambda: (_x(1, 6, 2, 2), _x(*_X), _x(*_W), "B", 1, [True] * 3),
+     r"grad_out must be \(N, C_out, H, W\) = \(1, 6, 4, 4\)"),
+    ("masked_conv2d_backward", lambda: (_x(1, 5, 4, 4), _x(*_X), _x(*_W), "B", 1, [True] * 3), "grad_out must be"),
+    ("masked_conv2d_backward", lambda: (_x(1, 6, 4, 4).double(), _x(*_X), _x(*_W), "B", 1, [True] * 3),
+     "grad_out must have x's dtype"),
+    ("masked_conv2d_backward", lambda: (_x(1, 6, 4, 4), _x(*_X), _x(*_W), "Z", 1, [True] * 3), "mask_type"),
+]
+
+
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("masked_conv2d", KERNEL_BAD)
+
+
+def test_zero_channels_and_empty_images_refused_by_every_implementation():
+    """0 channels or an empty image: one clear error from the function, the reference route and
+    the kernels alike (the reference's convolution cannot build the empty case). N = 0 works."""
+    for x, w, match in [(_x(1, 0, 4, 4), _x(6, 0, 3, 3), "at least one channel"),
+                        (_x(1, 3, 4, 4), _x(0, 3, 3, 3), "at least one channel"),
+                        (_x(1, 3, 4, 0), _x(6, 3, 3, 3), "at least one row and one column")]:
+        for reference in (False, True):
+            with fastgen.use_reference(reference), pytest.raises(ValueError, match=match):
+                fastgen.ops.masked_conv2d(x, w, mask_type="B")
+    y = fastgen.ops.masked_conv2d(_x(0, 3, 4, 4), _x(6, 3, 3, 3), mask_type="B")
+    assert y.shape == (0, 6, 4, 4)
+
+
+def test_non_finite_masked_weights_never_matter():
+    """A masked weight entry is ignored whatever it holds, NaN included (the reference masks with
+    where, not with a product, which would turn NaN * 0 into NaN)."""
+    x, w, b, mt, g = sample_inputs((1, 6, 6, 5, 5, 3, "A", 3, True))
+    mask = causal_mask(w.shape[0], w.shape[1], w.shape[-1], mt, g).bool()
+    w_nan = torch.where(mask, w, torch.tensor(float("nan")))
+    for dtype in (torch.float32, torch.float64):  # the tap kernel and oneDNN's convolution
+        want = masked_conv2d_reference(x.to(dtype), w.to(dtype), b.to(dtype), mask_type=mt, color_groups=g)
+        args = [t.to(dtype) for t in (x, w_nan, b)]
+        torch.testing.assert_close(fastgen.ops.masked_conv2d(*args, mask_type=mt, color_groups=g), want,
+                                   **tolerances(dtype))
+        torch.testing.assert_close(masked_conv2d_reference(*args, mask_type=mt, color_groups=g), want,
+                                   **tolerances(dtype))
+
+
+def test_masked_weight_gradient_is_exactly_zero_with_non_finite_input():
+    x, w, _, mt, g = sample_inputs((1, 6, 6, 5, 5, 3, "B", 3, False))
+    x[0, :, 2, 2] = float("inf")
+    mask = causal_mask(w.shape[0], w.shape[1], w.shape[-1], mt, g).bool()
+    for dtype in (torch.float32, torch.float64):
+        _, gw, _ = ops.masked_conv2d_backward(torch.randn(1, 6, 5, 5, dtype=dtype), x.to(dtype), w.to(dtype), mt, g,
+                                              [False, True, False])
+        assert torch.equal(gw[~mask], torch.zeros_like(gw[~mask]))
+        ref = masked_conv2d_grad_weight_reference(torch.randn(1, 6, 5, 5, dtype=dtype), x.to(dtype), 3,
+                                                  mask_type=mt, color_groups=g)
+        assert torch.equal(ref[~mask], torch.zeros_like(ref[~mask]))

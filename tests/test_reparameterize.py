@@ -7,6 +7,7 @@ import torch
 import fastgen
 from fastgen.reference.reparameterize import reparameterize_backward_reference, reparameterize_reference
 from tests.conftest import DEVICES, DTYPES, assert_matches_reference, op_implementations, tolerances
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 SHAPES = [(3, 7), (1, 1), (5, 2, 3), (4, 40000)]  # odd sizes, N = 1, more than one block
@@ -81,3 +82,40 @@ class TestBadInput:
     def test_errors_name_the_argument(self, mu, logvar, eps, match):
         with pytest.raises(ValueError, match=match):
             fastgen.ops.reparameterize(mu, logvar, eps)
+
+
+def _r(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+# Calls every reparameterize kernel entry must refuse, whatever the Python wrapper checked.
+KERNEL_BAD = [
+    ("reparameterize", lambda: (_r(2, 3), _r(2, 4), _r(2, 3)), "logvar must have mu's shape"),
+    ("reparameterize", lambda: (_r(2, 3), _r(2, 3), _r(6)), "eps must have mu's shape"),
+    ("reparameterize", lambda: (_r(2, 3), _r(2, 3).double(), _r(2, 3)), "logvar must have mu's dtype"),
+    ("reparameterize", lambda: (_r(2, 3).int(), _r(2, 3).int(), _r(2, 3).int()), "mu must be a float"),
+    ("reparameterize", lambda: (_r(2, 3), _r(2, 3), _r(2, 3).to(torch.complex64)), "eps must be a float"),
+    ("reparameterize_backward", lambda: (_r(2, 4), _r(2, 3), _r(2, 3), [True, True]), "grad must have logvar's shape"),
+    ("reparameterize_backward", lambda: (_r(2, 3).half(), _r(2, 3), _r(2, 3), [True, True]),
+     "grad must have logvar's dtype"),
+    ("reparameterize_backward", lambda: (_r(2, 3), _r(2, 3), _r(3, 2), [True, True]), "eps must have logvar's shape"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("reparameterize", KERNEL_BAD)
+
+
+@pytest.mark.parametrize("make_impl", IMPLS)
+def test_exp_overflow_matches_reference(make_impl):
+    """logvar = 200: exp(100) overflows float32. The kernel returned 2.2e38 (a saturated exp) where
+    the reference returns inf (issue 15); now inf, and inf * 0 = NaN, as the reference."""
+    device, forward, backward = make_impl()
+    mu = torch.zeros(4, device=device)
+    logvar = torch.tensor([200.0, 177.6, 300.0, -200.0], device=device)
+    eps = torch.tensor([1.0, -1.0, 0.0, 1.0], device=device)
+    got, want = forward(mu, logvar, eps), reparameterize_reference(mu, logvar, eps)
+    assert torch.equal(torch.isinf(got), torch.isinf(want)) and torch.equal(torch.isnan(got), torch.isnan(want))
+    assert got[0] == float("inf") and got[1] == float("-inf") and torch.isnan(got[2])
+    torch.testing.assert_close(got[3], want[3])
+    for g, w in zip(backward(torch.ones(4, device=device), logvar, eps, [True, True]),
+                    reparameterize_backward_reference(torch.ones(4, device=device), logvar, eps)):
+        torch.testing.assert_close(g, w, equal_nan=True)

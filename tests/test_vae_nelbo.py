@@ -13,6 +13,7 @@ from fastgen.reference.vae_nelbo import (
     vae_nelbo_reference,
 )
 from tests.conftest import DEVICES, DTYPES, assert_matches_reference, op_implementations, tolerances
+from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
 
@@ -232,3 +233,81 @@ def test_gradient_reference_matches_autograd(sample):
     got_mu, got_logvar = gaussian_kl_grad_reference(mu.detach(), logvar.detach())
     torch.testing.assert_close(got_mu, want_mu)
     torch.testing.assert_close(got_logvar, want_logvar)
+
+
+def _r(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+def _vae(likelihood="bernoulli", recon=(2, 6), x=None, mu=(2, 3), logvar=None, beta=1.0, levels=256, keep=False):
+    x = torch.rand(recon) if x is None else x
+    return _r(*recon), x, _r(*mu), _r(*(logvar or mu)), likelihood, beta, levels, keep
+
+
+def _vae_back(grad=(2,), recon_grad=None, mask=(True, True, True), **kw):
+    recon, x, mu, logvar, likelihood, beta, levels, _ = _vae(**kw)
+    return _r(*grad), recon, x, mu, logvar, recon_grad, likelihood, beta, levels, list(mask)
+
+
+# Calls every vae_nelbo kernel entry must refuse, whatever the Python wrapper checked (a
+# categorical x out of range would index out of bounds).
+KERNEL_BAD = [
+    ("vae_nelbo", lambda: _vae(likelihood="poisson"), "likelihood must be"),
+    ("vae_nelbo", lambda: _vae(x=torch.rand(2, 7)), "x must be"),
+    ("vae_nelbo", lambda: _vae(x=torch.rand(2, 3, 2)), "x must be"),
+    ("vae_nelbo", lambda: _vae(logvar=(2, 4)), "logvar must"),
+    ("vae_nelbo", lambda: _vae(mu=(3, 3)), "recon's N = 2"),
+    ("vae_nelbo", lambda: _vae(recon=(2, 4, 6), x=torch.full((2, 6), 4), likelihood="categorical"),
+     r"x must hold integers in \[0, 3\]"),
+    ("vae_nelbo", lambda: _vae(recon=(2, 4, 6), x=torch.rand(2, 6), likelihood="categorical"), "x must be an int64"),
+    ("vae_nelbo", lambda: _vae(recon=(2, 0, 6), x=torch.zeros(2, 6, dtype=torch.long), likelihood="categorical"),
+     "at least one level"),
+    ("vae_nelbo", lambda: _vae(recon=(2, 3, 6), x=torch.zeros(2, 6, dtype=torch.long), likelihood="logistic"),
+     r"recon must be \(N, 2, \.\.\.\)"),
+    ("vae_nelbo", lambda: _vae(recon=(2, 2, 6), x=torch.zeros(2, 6, dtype=torch.long), likelihood="logistic",
+                               levels=1), "levels must be"),
+    ("vae_nelbo", lambda: _vae(x=torch.full((2, 6), float("nan"))), r"x must hold values in \[0, 1\]"),
+    ("vae_nelbo", lambda: _vae(beta=float("inf")), "beta must be a finite number"),
+    ("vae_nelbo", lambda: _vae(beta=float("nan")), "beta must be a finite number"),
+    ("vae_nelbo", lambda: _vae(x=torch.rand(2, 6).double()), "x must have recon's dtype"),
+    ("vae_nelbo_backward", lambda: _vae_back(grad=(3,)), r"grad must be \(N,\) = \(2,\)"),
+    ("vae_nelbo_backward", lambda: _vae_back(recon_grad=_r(2, 5)), "recon_grad must have recon's shape"),
+    ("vae_nelbo_backward", lambda: _vae_back(recon=(2, 4, 6), x=torch.full((2, 6), 9), likelihood="categorical"),
+     r"x must hold integers in \[0, 3\]"),
+    ("vae_nelbo_backward", lambda: _vae_back(likelihood="gauss"), "likelihood must be"),
+]
+test_cpp_kernel_checks_its_own_arguments, test_triton_launcher_checks_its_own_arguments = \
+    kernel_refusal_tests("vae_nelbo", KERNEL_BAD)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_float_data_gets_the_reference_gradient(likelihood, dtype):
+    """x is float data for these two likelihoods; with x.requires_grad the kernel gave it no gradient
+    while the reference did (issue 15). Now both give d nelbo / d x: -r (bernoulli), (x - m) e^-2s
+    (gaussian)."""
+    recon = torch.randn(3, 2, 5, dtype=dtype) if likelihood == "gaussian" else torch.randn(3, 5, dtype=dtype)
+    x = (torch.randn(3, 5, dtype=dtype) if likelihood == "gaussian" else torch.rand(3, 5, dtype=dtype))
+    mu, logvar = torch.randn(3, 4, dtype=dtype), torch.randn(3, 4, dtype=dtype)
+    upstream = torch.randn(3, dtype=dtype)
+    for with_recon in (False, True):  # x alone, and x with recon (the kernel then keeps recon's gradient)
+        grads = []
+        for reference in (False, True):
+            leaves = [x.clone().requires_grad_()] + ([recon.clone().requires_grad_()] if with_recon else [])
+            r = leaves[1] if with_recon else recon
+            with fastgen.use_reference(reference):
+                nelbo = fastgen.ops.vae_nelbo(r, leaves[0], mu, logvar, likelihood=likelihood)
+            grads.append(torch.autograd.grad(nelbo, leaves, upstream))
+        for got, want in zip(*grads):
+            torch.testing.assert_close(got, want, **tolerances(dtype))
+
+
+def test_float_data_gradcheck():
+    recon, mu, logvar = torch.randn(2, 2, 4, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64), \
+        torch.randn(2, 3, dtype=torch.float64)
+    x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: fastgen.ops.vae_nelbo(recon, x, mu, logvar, likelihood="gaussian"), (x,))
+    logits = torch.randn(2, 4, dtype=torch.float64)
+    p = torch.rand(2, 4, dtype=torch.float64).clamp(0.05, 0.95).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: fastgen.ops.vae_nelbo(logits, p, mu, logvar, likelihood="bernoulli"),
+                                    (p,))

@@ -9,8 +9,7 @@
 // logits' size) and per-block partial sums of lse - z[t], which are added per image in a fixed
 // order (deterministic for any thread count). No softmax or log-softmax tensor is ever formed.
 //
-// Backward: one pass, grad_z = g[n] * (exp(z - lse) - [l == t]); the onehot term is a fix-up of
-// one element per pixel after the row loop. grad_logits has the logits' strides.
+// Backward: one pass, grad_z = (exp(z - lse) - [l == t]) * g[n]. grad_logits has the logits' strides.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -22,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -46,14 +46,16 @@ Layout layout_of(const at::Tensor& logits) {
           logits.stride(0), logits.stride(1), logits.stride(2)};
 }
 
-void check_args(const at::Tensor& logits, const at::Tensor& target) {
-  TORCH_CHECK(logits.dim() == 5, "categorical_nll: logits must be (N, L, C, H, W), got ", logits.sizes());
-  TORCH_CHECK(target.scalar_type() == at::kLong, "categorical_nll: target must be int64, got ", target.scalar_type());
+void check_args(const char* op, const at::Tensor& logits, const at::Tensor& target) {
+  check_float_cpu(op, "logits", logits);
+  check_index_cpu(op, "target", target);
+  TORCH_CHECK(logits.dim() == 5, op, ": logits must be (N, L, C, H, W), got ", logits.sizes());
   TORCH_CHECK(target.dim() == 4 && target.size(0) == logits.size(0) && target.size(1) == logits.size(2) &&
                   target.size(2) == logits.size(3) && target.size(3) == logits.size(4),
-              "categorical_nll: target must be (N, C, H, W) matching logits ", logits.sizes(), ", got ",
-              target.sizes());
-  TORCH_CHECK(logits.size(1) >= 1, "categorical_nll: logits need at least one level");
+              op, ": target must be (N, C, H, W) matching logits ", logits.sizes(), ", got ", target.sizes());
+  TORCH_CHECK(logits.size(1) >= 1, op, ": logits need at least one level (L = logits.shape[1] >= 1)");
+  check_copy_size(op, "logits", logits);
+  check_copy_size(op, "target", target);
 }
 
 // lse and nll = lse - z[t] of `len` pixels; returns the sum of nll, or -1 in *bad for a target
@@ -71,7 +73,10 @@ FASTGEN_CLONES acc_t nll_block(const scalar_t* z, int64_t sL, int64_t L, int64_t
       m[i] = v > m[i] ? v : m[i];
     }
   }
-  for (int64_t i = 0; i < len; ++i) s[i] = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    s[i] = 0;
+    m[i] = lse_shift(m[i]);
+  }
   for (int64_t l = 0; l < L; ++l) {
     const scalar_t* row = z + l * sL;
 #pragma omp simd
@@ -90,6 +95,8 @@ FASTGEN_CLONES acc_t nll_block(const scalar_t* z, int64_t sL, int64_t L, int64_t
   return total;
 }
 
+// (softmax - onehot) * g, in the reference's order of operations (an infinite g gives +-inf, not
+// the NaN of g * p - g).
 template <typename scalar_t, typename acc_t>
 FASTGEN_CLONES void grad_block(const scalar_t* z, scalar_t* gz, int64_t sL, int64_t L, int64_t len, const int64_t* t,
                                const acc_t* lse, acc_t g) {
@@ -97,11 +104,10 @@ FASTGEN_CLONES void grad_block(const scalar_t* z, scalar_t* gz, int64_t sL, int6
     const scalar_t* row = z + l * sL;
     scalar_t* out = gz + l * sL;
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) out[i] = static_cast<scalar_t>(g * exp_fast(static_cast<acc_t>(row[i]) - lse[i]));
-  }
-  for (int64_t i = 0; i < len; ++i) {
-    scalar_t& slot = gz[t[i] * sL + i];
-    slot = static_cast<scalar_t>(static_cast<acc_t>(slot) - g);
+    for (int64_t i = 0; i < len; ++i) {
+      const acc_t onehot = t[i] == l ? acc_t(1) : acc_t(0);
+      out[i] = static_cast<scalar_t>((exp_fast(static_cast<acc_t>(row[i]) - lse[i]) - onehot) * g);
+    }
   }
 }
 
@@ -120,7 +126,7 @@ void for_each_block(const Layout& d, Fn&& fn) {
 }
 
 std::tuple<at::Tensor, at::Tensor> categorical_nll_cpu(const at::Tensor& logits_in, const at::Tensor& target_in) {
-  check_args(logits_in, target_in);
+  check_args("categorical_nll", logits_in, target_in);
   const at::Tensor logits = kernel_layout(logits_in);
   const at::Tensor target = target_in.contiguous();
   const Layout d = layout_of(logits);
@@ -155,16 +161,20 @@ std::tuple<at::Tensor, at::Tensor> categorical_nll_cpu(const at::Tensor& logits_
 
 at::Tensor categorical_nll_backward_cpu(const at::Tensor& grad_in, const at::Tensor& logits_in,
                                         const at::Tensor& target_in, const at::Tensor& lse_in) {
-  check_args(logits_in, target_in);
+  constexpr const char* op = "categorical_nll_backward";
+  check_args(op, logits_in, target_in);
+  check_float_cpu(op, "grad", grad_in);
+  check_float_cpu(op, "lse", lse_in);
+  const auto acc_type = logits_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(grad_in.dim() == 1 && grad_in.size(0) == logits_in.size(0), op, ": grad must be (N,) = (",
+              logits_in.size(0), ",), got ", grad_in.sizes());
+  TORCH_CHECK(lse_in.sizes() == target_in.sizes() && lse_in.scalar_type() == acc_type,
+              "categorical_nll_backward: lse must be (N, C, H, W) in ", acc_type, ", got ", lse_in.sizes(), " ",
+              lse_in.scalar_type());
+  check_copy_size(op, "lse", lse_in);
   const at::Tensor logits = kernel_layout(logits_in);
   const at::Tensor target = target_in.contiguous();
   const Layout d = layout_of(logits);
-  const auto acc_type = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(grad_in.dim() == 1 && grad_in.size(0) == d.N, "categorical_nll_backward: grad must be (N,) = (", d.N,
-              ",), got ", grad_in.sizes());
-  TORCH_CHECK(lse_in.sizes() == target.sizes() && lse_in.scalar_type() == acc_type,
-              "categorical_nll_backward: lse must be (N, C, H, W) in ", acc_type, ", got ", lse_in.sizes(), " ",
-              lse_in.scalar_type());
   const at::Tensor grad = grad_in.to(acc_type).contiguous();
   const at::Tensor lse = lse_in.contiguous();
   // empty_like keeps the strides of a dense logits tensor, so grad_logits matches its layout.

@@ -14,7 +14,7 @@
 //   inner   lp = log(sigmoid(p) - sigmoid(q)) = log delta,   dlp/dp = sigmoid'(p) / delta,
 //           dlp/dq = -sigmoid'(q) / delta
 //   small   lp = mid - s - 2 softplus(mid) + log(2h)   dlp/dmid = -tanh(mid / 2), plus -1 in dlp/ds
-// and dlp/dmu = -inv (dlp/dp + dlp/dq), dlp/ds = -(p dlp/dp + q dlp/dq) (zero where s < -7).
+// and dlp/dmu = -inv (dlp/dp + dlp/dq), dlp/ds = -(p dlp/dp + q dlp/dq) (zero where s < -7 or NaN).
 // delta is computed without the cancellation of sigmoid(p) - sigmoid(q) when both are near 0 or 1:
 // with e_p = e^-|p|, for q >= 0 it is e_q (1 - e^-(p-q)) / ((1 + e_p)(1 + e_q)), symmetric for p < 0.
 //
@@ -34,6 +34,7 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
 #include "dmol.h"
 #include "fast_math.h"
 
@@ -99,7 +100,7 @@ FASTGEN_INLINE T logistic_bin(T x, T mu, T s_raw, T half, T log_bin, T* dmu, T* 
     const T dmid = which == kSmall ? (mid >= T(0) ? em - T(1) : T(1) - em) * rm : T(0);  // -tanh(mid / 2)
     *dmu = -inv * (dp + dq + dmid);
     const T d = -(p * dp + q * dq + mid * dmid) - (which == kSmall ? T(1) : T(0));
-    *ds = s_raw < T(kDmolLogScaleMin) ? T(0) : d;
+    *ds = d;  // the caller zeroes it below the clamp (after scaling: autograd's where, not a product)
   }
   return lp;
 }
@@ -211,6 +212,7 @@ FASTGEN_CLONES acc_t forward_block(const Shape& d, const Block<scalar_t>& b, acc
     const acc_t* ck = comp.data() + k * kChunk;
     for (int64_t i = 0; i < len; ++i) best[i] = ck[i] > best[i] ? ck[i] : best[i];
   }
+  for (int64_t i = 0; i < len; ++i) best[i] = lse_shift(best[i]);  // every component -inf: -inf, not NaN
   for (int64_t k = 0; k < d.M; ++k) {
     const acc_t* ck = comp.data() + k * kChunk;
 #pragma omp simd
@@ -224,14 +226,15 @@ FASTGEN_CLONES acc_t forward_block(const Shape& d, const Block<scalar_t>& b, acc
   return total;
 }
 
-// Backward of one block: every gradient plane of the block, scaled by g.
+// Backward of one block: every gradient plane of the block, scaled by g (false in *ok for x
+// outside [-1, 1]).
 template <typename scalar_t, typename acc_t, int kC>
 FASTGEN_CLONES void backward_block(const Shape& d, const Block<scalar_t>& b, acc_t half, acc_t log_bin,
-                                   const acc_t* pixel_lp, acc_t g, scalar_t* grad) {
+                                   const acc_t* pixel_lp, acc_t g, scalar_t* grad, bool* ok) {
   acc_t xv[3][kChunk], lse[kChunk], mu[kChunk], tq[3][kChunk];
   acc_t lp[3][kChunk], dmu[3][kChunk], ds[3][kChunk], r[kChunk];
   const int64_t len = b.len, HW = b.HW;
-  load_x(d, b, xv);
+  *ok = load_x(d, b, xv);
   logit_lse(d, b, lse);
   for (int64_t k = 0; k < d.M; ++k) {
     for (int64_t c = 0; c < kC; ++c) {
@@ -247,19 +250,28 @@ FASTGEN_CLONES void backward_block(const Shape& d, const Block<scalar_t>& b, acc
     scalar_t* ga = grad + k * HW;
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
+      // Summed in the forward's order, so that comp - pixel_lp is exactly 0 for a lone component.
       acc_t comp = static_cast<acc_t>(a[i]) - lse[i];
       comp += lp[0][i];
-      if constexpr (kC == 3) comp += lp[1][i] + lp[2][i];
+      if constexpr (kC == 3) {
+        comp += lp[1][i];
+        comp += lp[2][i];
+      }
       r[i] = exp_fast(comp - pixel_lp[i]);
-      ga[i] = static_cast<scalar_t>(g * (exp_fast(static_cast<acc_t>(a[i]) - lse[i]) - r[i]));
+      ga[i] = static_cast<scalar_t>((exp_fast(static_cast<acc_t>(a[i]) - lse[i]) - r[i]) * g);
     }
+    // Each derivative first, then times g, as the reference scales its Jacobian rows: an upstream
+    // gradient near float's max overflows alike.
     for (int64_t c = 0; c < kC; ++c) {
       scalar_t* gm = grad + param_channel(d, c, 0, k) * HW;
       scalar_t* gs = grad + param_channel(d, c, 1, k) * HW;
+      const scalar_t* sc = b.plane(param_channel(d, c, 1, k));
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
-        gm[i] = static_cast<scalar_t>(-g * r[i] * dmu[c][i]);
-        gs[i] = static_cast<scalar_t>(-g * r[i] * ds[c][i]);
+        gm[i] = static_cast<scalar_t>(-r[i] * dmu[c][i] * g);
+        // Zero below the clamp and at a NaN log-scale, whatever the rest holds, as autograd of clamp.
+        gs[i] = static_cast<scalar_t>(static_cast<acc_t>(sc[i]) >= acc_t(kDmolLogScaleMin) ? -r[i] * ds[c][i] * g
+                                                                                         : acc_t(0));
       }
     }
     if constexpr (kC == 3) {
@@ -268,26 +280,38 @@ FASTGEN_CLONES void backward_block(const Shape& d, const Block<scalar_t>& b, acc
       scalar_t* g2 = grad + param_channel(d, 2, 2, k) * HW;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
-        const acc_t gm1 = -g * r[i] * dmu[1][i], gm2 = -g * r[i] * dmu[2][i];
-        g0[i] = static_cast<scalar_t>(gm1 * xv[0][i] * (acc_t(1) - tq[0][i] * tq[0][i]));
-        g1[i] = static_cast<scalar_t>(gm2 * xv[0][i] * (acc_t(1) - tq[1][i] * tq[1][i]));
-        g2[i] = static_cast<scalar_t>(gm2 * xv[1][i] * (acc_t(1) - tq[2][i] * tq[2][i]));
+        const acc_t dm1 = -r[i] * dmu[1][i], dm2 = -r[i] * dmu[2][i];
+        g0[i] = static_cast<scalar_t>(dm1 * xv[0][i] * (acc_t(1) - tq[0][i] * tq[0][i]) * g);
+        g1[i] = static_cast<scalar_t>(dm2 * xv[0][i] * (acc_t(1) - tq[1][i] * tq[1][i]) * g);
+        g2[i] = static_cast<scalar_t>(dm2 * xv[1][i] * (acc_t(1) - tq[2][i] * tq[2][i]) * g);
       }
     }
   }
 }
 
-Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& params, int64_t nr_mix, int64_t levels) {
-  TORCH_CHECK(x.dim() == 4 && (x.size(1) == 1 || x.size(1) == 3), op, ": x must be (N, C, H, W) with C = 1 or 3, got ",
-              x.sizes());
+// params (N, K, H, W) of a float dtype on the CPU, K = (C == 3 ? 10 : 3) * nr_mix, for C colours and
+// images N x H x W; nr_mix and levels in range. Written without products of nr_mix, which may be
+// any int64.
+void check_params(const char* op, const at::Tensor& params, int64_t N, int64_t C, int64_t H, int64_t W,
+                  int64_t nr_mix, int64_t levels) {
+  check_float_cpu(op, "params", params);
   TORCH_CHECK(nr_mix >= 1, op, ": nr_mix must be >= 1, got ", nr_mix);
   TORCH_CHECK(levels >= 2, op, ": levels must be >= 2, got ", levels);
-  const int64_t K = nr_mix * (x.size(1) == 3 ? 10 : 3);
-  TORCH_CHECK(params.dim() == 4 && params.size(0) == x.size(0) && params.size(1) == K && params.size(2) == x.size(2) &&
-                  params.size(3) == x.size(3),
-              op, ": params must be (N, ", K, ", H, W) for x ", x.sizes(), " and nr_mix = ", nr_mix, ", got ",
-              params.sizes());
-  TORCH_CHECK(x.scalar_type() == params.scalar_type(), op, ": x and params must share a dtype");
+  const int64_t per = C == 3 ? 10 : 3;
+  TORCH_CHECK(params.dim() == 4 && params.size(0) == N && params.size(1) % per == 0 && params.size(1) / per == nr_mix &&
+                  params.size(2) == H && params.size(3) == W,
+              op, ": params must be (N, K, H, W) = (", N, ", ", per, " * nr_mix, ", H, ", ", W, ") for C = ", C,
+              " colours and nr_mix = ", nr_mix, ", got ", params.sizes());
+  check_copy_size(op, "params", params);
+}
+
+Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& params, int64_t nr_mix, int64_t levels) {
+  check_float_cpu(op, "x", x);
+  TORCH_CHECK(x.dim() == 4 && (x.size(1) == 1 || x.size(1) == 3), op, ": x must be (N, C, H, W) with C = 1 or 3, got ",
+              x.sizes());
+  check_params(op, params, x.size(0), x.size(1), x.size(2), x.size(3), nr_mix, levels);
+  check_same_dtype(op, "params", params, "x", x);
+  check_copy_size(op, "x", x);
   return {x.size(0), x.size(1), nr_mix, x.size(2) * x.size(3)};
 }
 
@@ -339,14 +363,19 @@ std::tuple<at::Tensor, at::Tensor> dmol_nll_cpu(const at::Tensor& x_in, const at
 
 at::Tensor dmol_nll_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& params_in,
                                  const at::Tensor& pixel_lp_in, int64_t nr_mix, int64_t levels) {
-  const Shape d = check_args("dmol_nll_backward", x_in, params_in, nr_mix, levels);
+  constexpr const char* op = "dmol_nll_backward";
+  const Shape d = check_args(op, x_in, params_in, nr_mix, levels);
+  const auto acc_type = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  check_float_cpu(op, "grad", grad_in);
+  TORCH_CHECK(grad_in.dim() == 1 && grad_in.size(0) == d.N, op, ": grad must be (N,) = (", d.N, ",), got ",
+              grad_in.sizes());
+  check_float_cpu(op, "pixel_log_prob", pixel_lp_in);
+  TORCH_CHECK(pixel_lp_in.dim() == 3 && pixel_lp_in.size(0) == d.N && pixel_lp_in.size(1) == x_in.size(2) &&
+                  pixel_lp_in.size(2) == x_in.size(3) && pixel_lp_in.scalar_type() == acc_type,
+              op, ": pixel_log_prob must be (N, H, W) = (", d.N, ", ", x_in.size(2), ", ", x_in.size(3), ") in ",
+              acc_type, ", got ", pixel_lp_in.sizes(), " in ", pixel_lp_in.scalar_type());
+  check_copy_size(op, "pixel_log_prob", pixel_lp_in);
   const at::Tensor x = x_in.contiguous(), params = params_in.contiguous();
-  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(grad_in.dim() == 1 && grad_in.size(0) == d.N, "dmol_nll_backward: grad must be (N,) = (", d.N,
-              ",), got ", grad_in.sizes());
-  TORCH_CHECK(pixel_lp_in.dim() == 3 && pixel_lp_in.size(0) == d.N && pixel_lp_in.size(1) * pixel_lp_in.size(2) == d.HW &&
-                  pixel_lp_in.scalar_type() == acc_type,
-              "dmol_nll_backward: pixel_log_prob must be (N, H, W) in ", acc_type, ", got ", pixel_lp_in.sizes());
   const at::Tensor grad = grad_in.to(acc_type).contiguous(), pixel_lp = pixel_lp_in.contiguous();
   auto grad_params = at::empty_like(params);
   const int64_t K = params.size(1);
@@ -356,33 +385,46 @@ at::Tensor dmol_nll_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *pp = params.const_data_ptr<scalar_t>();
     const acc_t *lp = pixel_lp.const_data_ptr<acc_t>(), *gp = grad.const_data_ptr<acc_t>();
     scalar_t* gout = grad_params.mutable_data_ptr<scalar_t>();
+    std::atomic<bool> all_ok{true};
     for_each_block(d, [&](int64_t n, int64_t p0, int64_t len, int64_t) {
       const Block<scalar_t> b{xp + n * d.C * d.HW + p0, pp + n * K * d.HW + p0, d.HW, len};
       const acc_t* t = lp + n * d.HW + p0;
       scalar_t* g = gout + n * K * d.HW + p0;
+      bool ok = true;
       if (d.C == 3) {
-        backward_block<scalar_t, acc_t, 3>(d, b, half, log_bin, t, gp[n], g);
+        backward_block<scalar_t, acc_t, 3>(d, b, half, log_bin, t, gp[n], g, &ok);
       } else {
-        backward_block<scalar_t, acc_t, 1>(d, b, half, log_bin, t, gp[n], g);
+        backward_block<scalar_t, acc_t, 1>(d, b, half, log_bin, t, gp[n], g, &ok);
       }
+      if (!ok) all_ok = false;
     });
+    TORCH_CHECK(all_ok, "dmol_nll_backward: x must lie in [-1, 1]");
   });
   return grad_params;
 }
 
 at::Tensor dmol_sample_cpu(const at::Tensor& params_in, const at::Tensor& noise_in, int64_t nr_mix, int64_t levels) {
-  TORCH_CHECK(noise_in.dim() == 4 && (noise_in.size(1) == nr_mix + 1 || noise_in.size(1) == nr_mix + 3),
-              "dmol_sample: noise must be (N, nr_mix + C, H, W) with C = 1 or 3, got ", noise_in.sizes());
+  // Noise is checked for dtype and shape here; its range, [0, 1), by fastgen.ops.dmol_sample (a
+  // pass over it through _core.check_uniform_noise): out-of-range noise is clamped to [1e-5, 1 - 1e-5]
+  // here, as in the reference, and cannot make the kernel read or write out of bounds.
+  constexpr const char* op = "dmol_sample";
+  check_float_cpu(op, "noise", noise_in);
+  TORCH_CHECK(nr_mix >= 1, op, ": nr_mix must be >= 1, got ", nr_mix);
+  TORCH_CHECK(noise_in.dim() == 4 && noise_in.size(1) > nr_mix &&
+                  (noise_in.size(1) - nr_mix == 1 || noise_in.size(1) - nr_mix == 3),
+              op, ": noise must be (N, nr_mix + C, H, W) with C = 1 or 3 and nr_mix = ", nr_mix, ", got ",
+              noise_in.sizes());
   const int64_t C = noise_in.size(1) - nr_mix;
-  const auto x_like = at::empty({noise_in.size(0), C, noise_in.size(2), noise_in.size(3)}, params_in.options());
-  const Shape d = check_args("dmol_sample", x_like, params_in, nr_mix, levels);
+  check_params(op, params_in, noise_in.size(0), C, noise_in.size(2), noise_in.size(3), nr_mix, levels);
+  check_copy_size(op, "noise", noise_in);
+  const Shape d{noise_in.size(0), C, nr_mix, noise_in.size(2) * noise_in.size(3)};
   const at::Tensor params = params_in.contiguous(), noise = noise_in.to(params.scalar_type()).contiguous();
-  auto out = at::empty_like(x_like);
+  auto out = at::empty({d.N, C, noise_in.size(2), noise_in.size(3)}, params.options());
   const int64_t K = params.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, params.scalar_type(), "dmol_sample_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t *pp = params.const_data_ptr<scalar_t>(), *up = noise.const_data_ptr<scalar_t>();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    scalar_t* outp = out.mutable_data_ptr<scalar_t>();
     const int64_t blocks = (d.HW + kDmolDrawChunk - 1) / kDmolDrawChunk;
     at::parallel_for(0, d.N * blocks, 4, [&](int64_t begin, int64_t end) {
       acc_t value[3][kDmolDrawChunk];
@@ -391,7 +433,7 @@ at::Tensor dmol_sample_cpu(const at::Tensor& params_in, const at::Tensor& noise_
         dmol_draw_block<scalar_t, acc_t>(C, nr_mix, pp + n * K * d.HW + p0, d.HW, up + n * (nr_mix + C) * d.HW + p0,
                                          d.HW, len, levels, value);
         for (int64_t c = 0; c < C; ++c)
-          for (int64_t i = 0; i < len; ++i) op[(n * C + c) * d.HW + p0 + i] = static_cast<scalar_t>(value[c][i]);
+          for (int64_t i = 0; i < len; ++i) outp[(n * C + c) * d.HW + p0 + i] = static_cast<scalar_t>(value[c][i]);
       }
     });
   });

@@ -49,7 +49,9 @@ FASTGEN_CLONES void dmol_draw_block(int64_t C, int64_t M, const scalar_t* params
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
       const acc_t score = static_cast<acc_t>(a[i]) - log_fast(-log_fast(clamp_noise(static_cast<acc_t>(u[i]))));
-      const bool better = k == 0 ? true : score > best[i];  // ties keep the first, as argmax does
+      // As torch.argmax: ties keep the first, and a NaN score beats any number (the first NaN wins).
+      const bool first_nan = score != score ? best[i] == best[i] : false;
+      const bool better = k == 0 ? true : (score > best[i] ? true : first_nan);
       best[i] = better ? score : best[i];
       choice[i] = better ? k : choice[i];
     }

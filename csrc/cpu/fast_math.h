@@ -1,11 +1,14 @@
 // Branch-free float exp / log / tanh / sigmoid / softplus that compilers vectorise (no libm calls in the loop).
-// Accuracy: a few ulp on [-87, 88]; exp saturates to ~1e-38 / ~2e38 outside it, which keeps
-// tanh and sigmoid exact at their limits (+-1, 0, 1) and never produces NaN for finite input.
+// Accuracy: a few ulp on [-87.3, 88.7]. Below it exp saturates at ~1e-38 for finite input (which
+// keeps ratios of two small exponentials finite and tanh and sigmoid exact at their limits); above
+// log(FLT_MAX) it overflows to inf; exp(-inf) = 0 and NaN gives NaN, as std::exp. log gives std::log's values at 0, inf, NaN and
+// below 0, so that the kernels agree with their PyTorch references on non-finite input.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 // Forced inline so each caller's target clone (AVX2, AVX-512) gets its own vectorised copy.
 #if defined(__GNUC__)
@@ -32,12 +35,15 @@
 namespace fastgen {
 
 FASTGEN_INLINE float exp_fast(float x) {
-  // Comparisons rather than std::fmin/fmax, whose NaN rules keep them from vectorising.
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-  // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2) / 2 (Cody-Waite split of ln 2).
+  // Comparisons rather than std::fmin/fmax, whose NaN rules keep them from vectorising. NaN maps
+  // to the low end here (the integer conversion below never sees it) and is restored at the end.
+  const float c = x > -87.3f ? (x < 88.75f ? x : 88.75f) : -87.3f;
+  // exp(c) = 2^n * exp(r), n = round(c / ln 2) at most 127, |r| <= ln(2) / 2 but up to 0.7 at the
+  // top, where the polynomial is still accurate and e * 2^127 overflows to inf above log(FLT_MAX).
   // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in plain arithmetic.
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const float rounded = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float n = rounded < 127.0f ? rounded : 127.0f;
+  const float r = c - n * 0.693359375f + n * 2.12194440e-4f;
   // Minimax polynomial of exp(r) on [-ln2/2, ln2/2] (Cephes expf coefficients).
   float q = 1.9875691500e-4f;
   q = q * r + 1.3981999507e-3f;
@@ -49,7 +55,8 @@ FASTGEN_INLINE float exp_fast(float x) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return e * scale;
+  // exp(-inf) = 0 exactly (finite x below -87.3 keep the saturated ~1e-38).
+  return x != x ? x : (x == -std::numeric_limits<float>::infinity() ? 0.0f : e * scale);
 }
 
 FASTGEN_INLINE float tanh_fast(float x) {
@@ -83,7 +90,12 @@ FASTGEN_INLINE float log_fast(float x) {
   y = y * f * z;
   const float fe = static_cast<float>(e) - small;
   y += -2.12194440e-4f * fe - 0.5f * z;
-  return f + y + 0.693359375f * fe;
+  const float result = f + y + 0.693359375f * fe;
+  // std::log at the ends: -inf at 0, inf at inf, NaN below 0 and for NaN (nested selects, no &&,
+  // so that loops calling this still vectorise).
+  const float inf = std::numeric_limits<float>::infinity();
+  const float special = x == 0.0f ? -inf : (x == inf ? inf : std::numeric_limits<float>::quiet_NaN());
+  return x > 0.0f ? (x < inf ? result : special) : special;
 }
 
 // log(1 + t) for t in [0, 1]: t * q(t), q the degree-8 least-squares fit of log1p(t) / t on 4000
@@ -116,6 +128,13 @@ FASTGEN_INLINE float expm1_fast(float d) {
   const float series = d * (1.0f + d * (0.5f + d * (1.0f / 6.0f + d * (1.0f / 24.0f + d * (1.0f / 120.0f)))));
   const float direct = exp_fast(d) - 1.0f;
   return d < 0.1f ? series : direct;
+}
+
+// The shift a logsumexp subtracts before exponentiating: the maximum m, or 0 where m is +-inf, as
+// torch.logsumexp does (logsumexp of a +inf entry is +inf, of all -inf entries -inf, not NaN).
+template <typename T>
+FASTGEN_INLINE T lse_shift(T m) {
+  return (m - m) == (m - m) ? m : T(0);  // m - m is NaN for +-inf (and for NaN m, whose sum is NaN anyway)
 }
 
 // The sum of f(i) for i in [0, n), vectorised: kLanes independent partial sums (a fixed order,

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd_node.h"
+#include "checks.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -33,8 +34,8 @@ enum class Term {
   kNegSoftplus,   // -softplus(v)           (-sigmoid(v))
   kSquareToOne,   // (v - 1)^2 / 2          (v - 1)
   kSquareToZero,  // v^2 / 2                (v)
-  kHingeReal,     // relu(1 - v)            (-[v < 1])
-  kHingeFake,     // relu(1 + v)            ([v > -1])
+  kHingeReal,     // relu(1 - v)            (-[v < 1]; -1 at NaN, as autograd of torch.relu)
+  kHingeFake,     // relu(1 + v)            ([v > -1]; 1 at NaN)
   kPlus,          // v                      (1)
   kMinus,         // -v                     (-1)
 };
@@ -65,8 +66,9 @@ FASTGEN_INLINE acc_t term_value(acc_t v) {
   if constexpr (kTerm == Term::kNegSoftplus) return -softplus_fast(v);
   if constexpr (kTerm == Term::kSquareToOne) return acc_t(0.5) * (v - 1) * (v - 1);
   if constexpr (kTerm == Term::kSquareToZero) return acc_t(0.5) * v * v;
-  if constexpr (kTerm == Term::kHingeReal) return v < 1 ? 1 - v : acc_t(0);
-  if constexpr (kTerm == Term::kHingeFake) return v > -1 ? 1 + v : acc_t(0);
+  // relu as torch.relu: a NaN input gives NaN, not 0.
+  if constexpr (kTerm == Term::kHingeReal) return v >= 1 ? acc_t(0) : 1 - v;
+  if constexpr (kTerm == Term::kHingeFake) return v <= -1 ? acc_t(0) : 1 + v;
   if constexpr (kTerm == Term::kPlus) return v;
   if constexpr (kTerm == Term::kMinus) return -v;
 }
@@ -76,10 +78,11 @@ FASTGEN_INLINE acc_t term_derivative(acc_t v) {
   if constexpr (kTerm == Term::kSoftplus) return sigmoid_fast(v);
   if constexpr (kTerm == Term::kSoftplusNeg) return -sigmoid_fast(-v);
   if constexpr (kTerm == Term::kNegSoftplus) return -sigmoid_fast(v);
-  if constexpr (kTerm == Term::kSquareToOne) return v - 1;
-  if constexpr (kTerm == Term::kSquareToZero) return v;
-  if constexpr (kTerm == Term::kHingeReal) return v < 1 ? acc_t(-1) : acc_t(0);
-  if constexpr (kTerm == Term::kHingeFake) return v > -1 ? acc_t(1) : acc_t(0);
+  // 0.5 * (2 (v - 1)), not v - 1: autograd's order, so that both overflow alike near float's max.
+  if constexpr (kTerm == Term::kSquareToOne) return acc_t(0.5) * (acc_t(2) * (v - 1));
+  if constexpr (kTerm == Term::kSquareToZero) return acc_t(0.5) * (acc_t(2) * v);
+  if constexpr (kTerm == Term::kHingeReal) return v >= 1 ? acc_t(0) : acc_t(-1);
+  if constexpr (kTerm == Term::kHingeFake) return v <= -1 ? acc_t(0) : acc_t(1);
   if constexpr (kTerm == Term::kPlus) return acc_t(1);
   if constexpr (kTerm == Term::kMinus) return acc_t(-1);
 }
@@ -143,17 +146,28 @@ at::Tensor grad_of(Term term, const at::Tensor& t, acc_t g) {
   return out;
 }
 
-void check_args(const std::optional<at::Tensor>& d_real, const at::Tensor& d_fake, bool generator) {
-  TORCH_CHECK(d_fake.numel() > 0 && d_fake.is_floating_point(), "gan_loss: d_fake must be a non-empty float tensor");
+// d_fake (and d_real for the discriminator) non-empty float tensors of one dtype on the CPU.
+// The generator losses ignore d_real's values (a given d_real must still be on d_fake's device).
+void check_args(const char* op, const std::optional<at::Tensor>& d_real, const at::Tensor& d_fake, bool generator) {
+  check_float_cpu(op, "d_fake", d_fake);
+  TORCH_CHECK(d_fake.numel() > 0, op, ": d_fake must hold at least one discriminator output, got shape ",
+              d_fake.sizes());
+  check_copy_size(op, "d_fake", d_fake);
+  if (d_real.has_value() && d_real->defined())
+    TORCH_CHECK(d_real->device() == d_fake.device(), op, ": d_real is on ", d_real->device(), " but d_fake is on ",
+                d_fake.device());
   if (generator) return;
-  TORCH_CHECK(d_real.has_value() && d_real->defined(), "gan_loss: the discriminator loss needs d_real");
-  TORCH_CHECK(d_real->numel() > 0 && d_real->scalar_type() == d_fake.scalar_type(),
-              "gan_loss: d_real must be a non-empty tensor of d_fake's dtype");
+  TORCH_CHECK(d_real.has_value() && d_real->defined(), op, ": the discriminator loss needs d_real");
+  check_float_cpu(op, "d_real", *d_real);
+  check_same_dtype(op, "d_real", *d_real, "d_fake", d_fake);
+  TORCH_CHECK(d_real->numel() > 0, op, ": d_real must hold at least one discriminator output, got shape ",
+              d_real->sizes());
+  check_copy_size(op, "d_real", *d_real);
 }
 
 at::Tensor gan_loss_cpu(const std::optional<at::Tensor>& d_real_in, const at::Tensor& d_fake_in,
                         c10::string_view kind, bool generator) {
-  check_args(d_real_in, d_fake_in, generator);
+  check_args("gan_loss", d_real_in, d_fake_in, generator);
   const Terms terms = terms_of(kind, generator);
   const at::Tensor d_fake = d_fake_in.contiguous();
   auto loss = at::empty({}, d_fake.options());
@@ -169,7 +183,8 @@ at::Tensor gan_loss_cpu(const std::optional<at::Tensor>& d_real_in, const at::Te
 std::tuple<at::Tensor, at::Tensor> gan_loss_backward_cpu(const at::Tensor& grad, const std::optional<at::Tensor>& d_real_in,
                                                          const at::Tensor& d_fake_in, c10::string_view kind,
                                                          bool generator) {
-  check_args(d_real_in, d_fake_in, generator);
+  check_args("gan_loss_backward", d_real_in, d_fake_in, generator);
+  check_float_cpu("gan_loss_backward", "grad", grad);
   TORCH_CHECK(grad.numel() == 1, "gan_loss_backward: grad must be a scalar, got ", grad.sizes());
   const Terms terms = terms_of(kind, generator);
   const at::Tensor d_fake = d_fake_in.contiguous();

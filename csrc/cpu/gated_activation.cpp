@@ -12,6 +12,7 @@
 
 #include <tuple>
 
+#include "checks.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -62,15 +63,19 @@ FASTGEN_CLONES void gated_backward_plane(PlaneInputs<kSpatial, scalar_t, acc_t> 
   *sum_b = acc_b;
 }
 
-void check_gated_args(const at::Tensor& x, const std::optional<at::Tensor>& cond) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) % 2 == 0, "gated_activation: x must be (N, 2C, H, W), got ", x.sizes());
+void check_gated_args(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& cond) {
+  check_float_cpu(op, "x", x);
+  TORCH_CHECK(x.dim() == 4 && x.size(1) % 2 == 0, op, ": x must be (N, 2C, H, W) with an even channel count, got ",
+              x.sizes());
+  check_copy_size(op, "x", x);
   if (cond.has_value()) {
     const auto& c = *cond;
+    check_float_cpu(op, "cond", c);
+    check_same_dtype(op, "cond", c, "x", x);
     const bool global = c.dim() == 2 && c.size(0) == x.size(0) && c.size(1) == x.size(1);
-    TORCH_CHECK(global || c.sizes() == x.sizes(), "gated_activation: cond must be (N, 2C) or (N, 2C, H, W) = ",
-                x.sizes(), ", got ", c.sizes());
-    TORCH_CHECK(c.scalar_type() == x.scalar_type() && c.device() == x.device(),
-                "gated_activation: cond must match x in dtype and device");
+    TORCH_CHECK(global || c.sizes() == x.sizes(), op, ": cond must be (N, 2C) or (N, 2C, H, W) = ", x.sizes(),
+                ", got ", c.sizes());
+    check_copy_size(op, "cond", c);
   }
 }
 
@@ -84,9 +89,9 @@ void for_each_plane(int64_t n_batch, int64_t channels, int64_t plane, Fn&& fn) {
 }
 
 at::Tensor gated_activation_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& cond_in) {
-  check_gated_args(x_in, cond_in);
-  const auto x = x_in.contiguous();
-  const at::Tensor cond = cond_in.has_value() ? cond_in->contiguous() : at::Tensor();
+  check_gated_args("gated_activation", x_in, cond_in);
+  const auto x = dense("gated_activation", "x", x_in);
+  const at::Tensor cond = cond_in.has_value() ? dense("gated_activation", "cond", *cond_in) : at::Tensor();
   const int64_t N = x.size(0), C = x.size(1) / 2, HW = x.size(2) * x.size(3);
   auto y = at::empty({N, C, x.size(2), x.size(3)}, x.options());
   const bool spatial = cond.defined() && cond.dim() == 4;
@@ -112,14 +117,17 @@ at::Tensor gated_activation_cpu(const at::Tensor& x_in, const std::optional<at::
 
 std::tuple<at::Tensor, at::Tensor> gated_activation_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
                                                                  const std::optional<at::Tensor>& cond_in) {
-  check_gated_args(x_in, cond_in);
-  const auto x = x_in.contiguous();
-  const auto grad_out = grad_out_in.contiguous();
-  const at::Tensor cond = cond_in.has_value() ? cond_in->contiguous() : at::Tensor();
-  const int64_t N = x.size(0), C = x.size(1) / 2, HW = x.size(2) * x.size(3);
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N && grad_out.size(1) == C &&
-                  grad_out.size(2) == x.size(2) && grad_out.size(3) == x.size(3),
-              "gated_activation_backward: grad_out must be (N, C, H, W) for x of shape ", x.sizes());
+  check_gated_args("gated_activation_backward", x_in, cond_in);
+  const int64_t N = x_in.size(0), C = x_in.size(1) / 2, HW = x_in.size(2) * x_in.size(3);
+  check_float_cpu("gated_activation_backward", "grad_out", grad_out_in);
+  check_same_dtype("gated_activation_backward", "grad_out", grad_out_in, "x", x_in);
+  TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == N && grad_out_in.size(1) == C &&
+                  grad_out_in.size(2) == x_in.size(2) && grad_out_in.size(3) == x_in.size(3),
+              "gated_activation_backward: grad_out must be (N, C, H, W) = (", N, ", ", C, ", ", x_in.size(2), ", ",
+              x_in.size(3), ") for x of shape ", x_in.sizes(), ", got ", grad_out_in.sizes());
+  const auto x = dense("gated_activation_backward", "x", x_in);
+  const auto grad_out = dense_grad(grad_out_in);
+  const at::Tensor cond = cond_in.has_value() ? dense("gated_activation_backward", "cond", *cond_in) : at::Tensor();
   auto grad_x = at::empty_like(x);
   auto grad_sum = at::empty({N, 2 * C}, x.options());
   const bool spatial = cond.defined() && cond.dim() == 4;

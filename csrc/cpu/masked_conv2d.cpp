@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "checks.h"
 #include "scratch.h"
 #include "tap_conv.h"
 
@@ -27,11 +28,28 @@
 namespace fastgen {
 namespace {
 
-void check_mask_args(std::string_view mask_type, int64_t color_groups, int64_t kernel_size) {
-  TORCH_CHECK(mask_type == "A" || mask_type == "B", "masked_conv2d: mask_type must be 'A' or 'B', got '",
-              mask_type, "'");
-  TORCH_CHECK(color_groups >= 1, "masked_conv2d: color_groups must be >= 1, got ", color_groups);
-  TORCH_CHECK(kernel_size % 2 == 1, "masked_conv2d: kernel size must be odd, got ", kernel_size);
+// What both entries rely on: x (N, C_in, H, W) and weight (C_out, C_in, k, k) of one float dtype on
+// the CPU, k odd, at least one channel each way, colour groups that divide both channel counts.
+void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& weight, std::string_view mask_type,
+                     int64_t color_groups) {
+  check_float_cpu(op, "x", x);
+  check_float_cpu(op, "weight", weight);
+  check_same_dtype(op, "weight", weight, "x", x);
+  TORCH_CHECK(x.dim() == 4, op, ": x must be (N, C_in, H, W), got ", x.sizes());
+  TORCH_CHECK(x.size(2) >= 1 && x.size(3) >= 1, op, ": x must have at least one row and one column (H, W >= 1), got ",
+              x.sizes());
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3) && weight.size(2) % 2 == 1, op,
+              ": weight must be (C_out, C_in, k, k) with an odd square kernel, got ", weight.sizes());
+  TORCH_CHECK(x.size(1) == weight.size(1), op, ": x has ", x.size(1), " channels but weight expects C_in = ",
+              weight.size(1));
+  TORCH_CHECK(weight.size(0) >= 1 && weight.size(1) >= 1, op,
+              ": x and weight need at least one channel each way (C_in, C_out >= 1), got weight ", weight.sizes());
+  TORCH_CHECK(mask_type == "A" || mask_type == "B", op, ": mask_type must be 'A' or 'B', got '", mask_type, "'");
+  TORCH_CHECK(color_groups >= 1 && weight.size(1) % color_groups == 0 && weight.size(0) % color_groups == 0, op,
+              ": color_groups must be a positive divisor of C_in = ", weight.size(1), " and C_out = ", weight.size(0),
+              ", got ", color_groups);
+  check_copy_size(op, "x", x);
+  check_copy_size(op, "weight", weight);
 }
 
 // Zeroes, in t = (out, in, p + 1, k) rows at and above the centre, the entries the causal mask
@@ -48,7 +66,8 @@ void apply_upper_mask_(at::Tensor& t, std::string_view mask_type, int64_t groups
   }
   auto g_out = at::arange(out_c, t.options().dtype(at::kLong)).floor_divide(out_c / groups).unsqueeze(1);
   auto g_in = at::arange(in_c, t.options().dtype(at::kLong)).floor_divide(in_c / groups).unsqueeze(0);
-  centre_row.select(2, p).mul_((mask_type == "A" ? g_in.lt(g_out) : g_in.le(g_out)).to(t.scalar_type()));
+  // masked_fill_, not a product with the mask: a NaN or inf in a masked entry must not survive.
+  centre_row.select(2, p).masked_fill_(mask_type == "A" ? g_in.ge(g_out) : g_in.gt(g_out), 0);
 }
 
 // The rows of weight at and above the centre, masked, in the given memory format.
@@ -93,14 +112,14 @@ at::Tensor gather_taps(const at::Tensor& w_upper, const std::vector<Tap>& taps) 
 
 at::Tensor masked_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              std::string_view mask_type, int64_t color_groups) {
-  TORCH_CHECK(x.dim() == 4, "masked_conv2d: x must be (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3),
-              "masked_conv2d: weight must be (C_out, C_in, k, k), got ", weight.sizes());
-  TORCH_CHECK(x.size(1) == weight.size(1), "masked_conv2d: x has ", x.size(1), " channels, weight expects ",
-              weight.size(1));
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && (!bias.has_value() || bias->scalar_type() == x.scalar_type()),
-              "masked_conv2d: weight and bias must have x's dtype ", x.scalar_type());
-  check_mask_args(mask_type, color_groups, weight.size(2));
+  check_conv_args("masked_conv2d", x, weight, mask_type, color_groups);
+  if (bias.has_value()) {
+    check_float_cpu("masked_conv2d", "bias", *bias);
+    check_same_dtype("masked_conv2d", "bias", *bias, "x", x);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "masked_conv2d: bias must have C_out = ",
+                weight.size(0), " elements (C_out,), got shape ", bias->sizes());
+    check_copy_size("masked_conv2d", "bias", *bias);
+  }
   const int64_t p = weight.size(2) / 2;
   const auto format = x.suggest_memory_format();
   const auto w_upper = masked_upper_weight(weight, mask_type, color_groups, format);
@@ -116,7 +135,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
                                                                       const at::Tensor& x, const at::Tensor& weight,
                                                                       std::string_view mask_type, int64_t color_groups,
                                                                       std::array<bool, 3> output_mask) {
-  check_mask_args(mask_type, color_groups, weight.size(2));
+  // output_mask's length is the schema's bool[3]: the dispatcher refuses any other.
+  check_conv_args("masked_conv2d_backward", x, weight, mask_type, color_groups);
+  check_float_cpu("masked_conv2d_backward", "grad_out", grad_out);
+  check_same_dtype("masked_conv2d_backward", "grad_out", grad_out, "x", x);
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == x.size(0) && grad_out.size(1) == weight.size(0) &&
+                  grad_out.size(2) == x.size(2) && grad_out.size(3) == x.size(3),
+              "masked_conv2d_backward: grad_out must be (N, C_out, H, W) = (", x.size(0), ", ", weight.size(0), ", ",
+              x.size(2), ", ", x.size(3), ") for x ", x.sizes(), " and weight ", weight.sizes(), ", got ",
+              grad_out.sizes());
   const int64_t k = weight.size(2), p = k / 2, out_c = weight.size(0);
   const auto format = x.suggest_memory_format();
   const bool direct = tap_conv_available(x) && tap_conv_available(grad_out);

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "autograd_node.h"
+#include "checks.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -21,10 +22,12 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 15;
 
-void check_args(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name) {
+// b must be a float CPU tensor of a's shape and dtype.
+void check_like(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name) {
+  check_float_cpu(op, b_name, b);
   TORCH_CHECK(a.sizes() == b.sizes(), op, ": ", b_name, " must have ", a_name, "'s shape ", a.sizes(), ", got ",
               b.sizes());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", b_name, " must have ", a_name, "'s dtype");
+  check_same_dtype(op, b_name, b, a_name, a);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -41,14 +44,20 @@ FASTGEN_CLONES void backward_span(const scalar_t* g, const scalar_t* lv, const s
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const acc_t scaled = static_cast<acc_t>(g[i]) * exp_fast(acc_t(0.5) * static_cast<acc_t>(lv[i]));
-    if (g_lv) g_lv[i] = static_cast<scalar_t>(acc_t(0.5) * scaled * static_cast<acc_t>(eps[i]));
+    // The reference's order of products (grad * std * eps * 0.5), so that both overflow alike.
+    if (g_lv) g_lv[i] = static_cast<scalar_t>(scaled * static_cast<acc_t>(eps[i]) * acc_t(0.5));
     if (g_eps) g_eps[i] = static_cast<scalar_t>(scaled);
   }
 }
 
 at::Tensor reparameterize_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_in, const at::Tensor& eps_in) {
-  check_args("reparameterize", mu_in, "mu", logvar_in, "logvar");
-  check_args("reparameterize", mu_in, "mu", eps_in, "eps");
+  constexpr const char* op = "reparameterize";
+  check_float_cpu(op, "mu", mu_in);
+  check_like(op, mu_in, "mu", logvar_in, "logvar");
+  check_like(op, mu_in, "mu", eps_in, "eps");
+  check_copy_size(op, "mu", mu_in);
+  check_copy_size(op, "logvar", logvar_in);
+  check_copy_size(op, "eps", eps_in);
   const at::Tensor mu = mu_in.contiguous(), logvar = logvar_in.contiguous(), eps = eps_in.contiguous();
   auto z = at::empty_like(mu);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, mu.scalar_type(), "reparameterize_cpu", [&] {
@@ -66,9 +75,13 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_
 std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor& grad_in, const at::Tensor& logvar_in,
                                                                const at::Tensor& eps_in,
                                                                std::array<bool, 2> output_mask) {
-  check_args("reparameterize_backward", logvar_in, "logvar", grad_in, "grad");
-  check_args("reparameterize_backward", logvar_in, "logvar", eps_in, "eps");
-  const at::Tensor grad = grad_in.contiguous(), logvar = logvar_in.contiguous(), eps = eps_in.contiguous();
+  constexpr const char* op = "reparameterize_backward";
+  check_float_cpu(op, "logvar", logvar_in);
+  check_like(op, logvar_in, "logvar", grad_in, "grad");
+  check_like(op, logvar_in, "logvar", eps_in, "eps");
+  check_copy_size(op, "logvar", logvar_in);
+  check_copy_size(op, "eps", eps_in);
+  const at::Tensor grad = dense_grad(grad_in), logvar = logvar_in.contiguous(), eps = eps_in.contiguous();
   auto grad_logvar = output_mask[0] ? at::empty_like(logvar) : logvar.new_empty({0});
   auto grad_eps = output_mask[1] ? at::empty_like(eps) : eps.new_empty({0});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad.scalar_type(), "reparameterize_backward_cpu", [&] {

@@ -102,7 +102,23 @@ bool tap_conv_available(const at::Tensor& x) {
   return cpu_ok && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu();
 }
 
+// The shapes the tile loops index by; masked_conv2d checks its own arguments, these guard the
+// kernel against any other caller.
+static void check_tap_conv_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                const std::vector<Tap>& taps) {
+  TORCH_CHECK(tap_conv_available(x) && x.dim() == 4,
+              "tap_conv: x must be a contiguous float32 (N, C_in, H, W) CPU tensor");
+  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == static_cast<int64_t>(taps.size()) && weight.size(1) == x.size(1) &&
+                  weight.scalar_type() == at::kFloat && weight.device().is_cpu(),
+              "tap_conv: weight must be float32 (taps, C_in, C_out) = (", taps.size(), ", ", x.size(1),
+              ", C_out), got ", weight.sizes());
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(2) &&
+                                  bias.scalar_type() == at::kFloat && bias.device().is_cpu()),
+              "tap_conv: bias must be float32 (C_out,) = (", weight.size(2), ",), got ", bias.sizes());
+}
+
 at::Tensor tap_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const std::vector<Tap>& taps) {
+  check_tap_conv_args(x, weight, bias, taps);
   const int64_t n = x.size(0), c_in = x.size(1), H = x.size(2), W = x.size(3), hw = H * W;
   const int64_t c_out = weight.size(2), n_taps = taps.size();
   auto y = at::empty({n, c_out, H, W}, x.options());
@@ -199,6 +215,10 @@ __attribute__((target("avx512f"))) void wgrad_tile(const float* xpad, const floa
 }  // namespace
 
 at::Tensor tap_conv_weight_grad(const at::Tensor& x, const at::Tensor& grad_out, const std::vector<Tap>& taps) {
+  TORCH_CHECK(tap_conv_available(x) && tap_conv_available(grad_out) && x.dim() == 4 && grad_out.dim() == 4 &&
+                  grad_out.size(0) == x.size(0) && grad_out.size(2) == x.size(2) && grad_out.size(3) == x.size(3),
+              "tap_conv_weight_grad: x and grad_out must be contiguous float32 CPU tensors (N, C, H, W) with one N, H "
+              "and W, got ", x.sizes(), " and ", grad_out.sizes());
   const int64_t n = x.size(0), c_in = x.size(1), H = x.size(2), W = x.size(3), c_out = grad_out.size(1);
   const int64_t n_taps = taps.size();
   auto gw = at::zeros({n_taps, c_in, c_out}, x.options());

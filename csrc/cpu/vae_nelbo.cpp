@@ -9,6 +9,8 @@
 // Without it, the backward computes the gradient itself.
 //
 // Per-element gradients (g the upstream gradient of nelbo[n]):
+// (each derivative is computed first and then scaled by g, as in the reference, so that the two
+// overflow alike):
 //   bernoulli   d/dr = g (sigmoid(r) - x)
 //   categorical d/dr_l = g (softmax(r)_l - [l == x])
 //   gaussian    d/dm = -g (x - m) e^-2s,  d/ds = g (1 - (x - m)^2 e^-2s)           (s clamped)
@@ -17,6 +19,7 @@
 //               d/dm = g e^-s (A - B),  d/ds = g (a A - b B + d / expm1(d))       (the last term
 //               only for inner bins; s clamped)
 //   KL          d/dmu = g beta mu,  d/dlogvar = g beta (e^logvar - 1) / 2
+//   x (float data: bernoulli, gaussian; see VaeNelboBackward)   d/dx = -g r (bernoulli), -d/dm (gaussian)
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -29,6 +32,7 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -36,6 +40,7 @@
 #include <vector>
 
 #include "autograd_node.h"
+#include "checks.h"
 #include "fast_math.h"
 
 namespace fastgen {
@@ -79,9 +84,14 @@ FASTGEN_CLONES acc_t bernoulli_row(const scalar_t* r, const scalar_t* x, int64_t
     if constexpr (kGrad) {
       const acc_t inv = 1 / (1 + e);
       const acc_t sig = rv >= 0 ? inv : e * inv;
-      gr[d] = static_cast<scalar_t>(g * (sig - xv));
+      gr[d] = static_cast<scalar_t>((sig - xv) * g);
     }
-    if constexpr (kValue) return (rv > 0 ? rv : acc_t(0)) + log1p_unit(e) - xv * rv;
+    // softplus(r) - x r = (1 - x) relu(r) + x relu(-r) + log1p(e), as the reference: an infinite r
+    // gives +inf, not inf - inf; the relus pass NaN, as torch.relu.
+    if constexpr (kValue) {
+      const acc_t pos = rv <= 0 ? acc_t(0) : rv, neg = rv >= 0 ? acc_t(0) : -rv;
+      return (1 - xv) * pos + xv * neg + log1p_unit(e);
+    }
     return acc_t(0);
   });
 }
@@ -94,8 +104,8 @@ FASTGEN_CLONES acc_t gaussian_row(const scalar_t* r, const scalar_t* x, int64_t 
     const acc_t inv_var = exp_fast(acc_t(-2) * s);
     const acc_t diff = static_cast<acc_t>(x[d]) - static_cast<acc_t>(r[d]);
     if constexpr (kGrad) {
-      const acc_t grad_s = g * (1 - diff * diff * inv_var);
-      gr[d] = static_cast<scalar_t>(-g * diff * inv_var);
+      const acc_t grad_s = (1 - diff * diff * inv_var) * g;
+      gr[d] = static_cast<scalar_t>(-diff * inv_var * g);
       gr[D + d] = static_cast<scalar_t>(in_clamp(raw) ? grad_s : acc_t(0));
     }
     if constexpr (kValue) return acc_t(kHalfLog2Pi) + s + acc_t(0.5) * diff * diff * inv_var;
@@ -114,7 +124,8 @@ FASTGEN_CLONES acc_t logistic_row(const scalar_t* r, const int64_t* x, int64_t D
     const acc_t m = static_cast<acc_t>(r[d]);
     const acc_t raw = static_cast<acc_t>(r[D + d]);
     const acc_t inv = exp_fast(-clamp_log_scale(raw));
-    const acc_t a = (v + half_bin - m) * inv, b = (v - half_bin - m) * inv;
+    const acc_t centre_a = v + half_bin - m, centre_b = v - half_bin - m;
+    const acc_t a = centre_a * inv, b = centre_b * inv;
     const acc_t width = 2 * half_bin * inv;
     // Every term is computed, then the end bins drop theirs: selects, not branches (vectorised).
     if constexpr (kGrad) {
@@ -123,8 +134,10 @@ FASTGEN_CLONES acc_t logistic_row(const scalar_t* r, const int64_t* x, int64_t D
       const acc_t A = k == top ? acc_t(0) : sig_a;
       const acc_t B = k == 0 ? acc_t(0) : sig_b;
       const acc_t inner = (k == 0 || k == top) ? acc_t(0) : ratio;
-      const acc_t grad_s = g * (a * A - b * B + inner);
-      gr[d] = static_cast<scalar_t>(g * inv * (A - B));
+      // a A - b B as (A centre_a - B centre_b) e^-s, the reference's (and autograd's) products, so
+      // that an infinite or huge mean gives the same inf or NaN.
+      const acc_t grad_s = ((A * centre_a - B * centre_b) * inv + inner) * g;
+      gr[d] = static_cast<scalar_t>(inv * (A - B) * g);
       gr[D + d] = static_cast<scalar_t>(in_clamp(raw) ? grad_s : acc_t(0));
     }
     if constexpr (kValue) {
@@ -149,7 +162,10 @@ FASTGEN_CLONES void plane_logsumexp(const scalar_t* r, int64_t D, int64_t L, int
       m[i] = v > m[i] ? v : m[i];
     }
   }
-  for (int64_t i = 0; i < len; ++i) s[i] = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    s[i] = 0;
+    m[i] = lse_shift(m[i]);
+  }
   for (int64_t l = 0; l < L; ++l) {
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) s[i] += exp_fast(static_cast<acc_t>(r[l * D + i]) - m[i]);
@@ -158,18 +174,16 @@ FASTGEN_CLONES void plane_logsumexp(const scalar_t* r, int64_t D, int64_t L, int
   for (int64_t i = 0; i < len; ++i) lse[i] = m[i] + log_fast(s[i]);
 }
 
-// g * (softmax - onehot) of `len` pixels into gr (L planes of stride D).
+// (softmax - onehot) * g of `len` pixels into gr (L planes of stride D).
 template <typename scalar_t, typename acc_t>
 FASTGEN_CLONES void softmax_grad(const scalar_t* r, const int64_t* x, int64_t D, int64_t L, int64_t len,
                                  const acc_t* lse, acc_t g, scalar_t* gr) {
   for (int64_t l = 0; l < L; ++l) {
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i)
-      gr[l * D + i] = static_cast<scalar_t>(g * exp_fast(static_cast<acc_t>(r[l * D + i]) - lse[i]));
-  }
-  for (int64_t i = 0; i < len; ++i) {
-    scalar_t& slot = gr[x[i] * D + i];
-    slot = static_cast<scalar_t>(static_cast<acc_t>(slot) - g);
+    for (int64_t i = 0; i < len; ++i) {
+      const acc_t onehot = x[i] == l ? acc_t(1) : acc_t(0);
+      gr[l * D + i] = static_cast<scalar_t>((exp_fast(static_cast<acc_t>(r[l * D + i]) - lse[i]) - onehot) * g);
+    }
   }
 }
 
@@ -211,18 +225,19 @@ FASTGEN_CLONES acc_t gaussian_kl(const scalar_t* mu, const scalar_t* logvar, int
   });
 }
 
-// g * beta * (mu, (e^logvar - 1) / 2) of one example's latents, each when its pointer is set.
+// (mu, (e^logvar - 1) / 2) * beta * g of one example's latents, each when its pointer is set (the
+// reference's order of products, so that both overflow alike).
 template <typename scalar_t, typename acc_t>
-FASTGEN_CLONES void gaussian_kl_grad(const scalar_t* mu, const scalar_t* logvar, int64_t Z, acc_t gb, scalar_t* g_mu,
-                                     scalar_t* g_logvar) {
+FASTGEN_CLONES void gaussian_kl_grad(const scalar_t* mu, const scalar_t* logvar, int64_t Z, acc_t beta, acc_t g,
+                                     scalar_t* g_mu, scalar_t* g_logvar) {
   if (g_mu) {
 #pragma omp simd
-    for (int64_t j = 0; j < Z; ++j) g_mu[j] = static_cast<scalar_t>(gb * static_cast<acc_t>(mu[j]));
+    for (int64_t j = 0; j < Z; ++j) g_mu[j] = static_cast<scalar_t>(static_cast<acc_t>(mu[j]) * beta * g);
   }
   if (g_logvar) {
 #pragma omp simd
     for (int64_t j = 0; j < Z; ++j)
-      g_logvar[j] = static_cast<scalar_t>(gb * acc_t(0.5) * (exp_fast(static_cast<acc_t>(logvar[j])) - 1));
+      g_logvar[j] = static_cast<scalar_t>(acc_t(0.5) * (exp_fast(static_cast<acc_t>(logvar[j])) - 1) * beta * g);
   }
 }
 
@@ -234,33 +249,60 @@ FASTGEN_CLONES void scale_row(const scalar_t* in, scalar_t* out, int64_t len, ac
 
 // ---- ops -------------------------------------------------------------------------------------
 
-Shape check_args(const at::Tensor& recon, const at::Tensor& x, const at::Tensor& mu, const at::Tensor& logvar,
-                 Likelihood kind, int64_t levels) {
-  TORCH_CHECK(recon.dim() >= 2, "vae_nelbo: recon must be (N, ...), got ", recon.sizes());
-  TORCH_CHECK(mu.dim() >= 2 && mu.sizes() == logvar.sizes() && mu.size(0) == recon.size(0),
-              "vae_nelbo: mu and logvar must be (N, latent...) with recon's N, got ", mu.sizes(), " and ",
-              logvar.sizes());
-  TORCH_CHECK(mu.scalar_type() == recon.scalar_type() && logvar.scalar_type() == recon.scalar_type(),
-              "vae_nelbo: recon, mu and logvar must share a dtype");
+// What every entry relies on (the layouts: fastgen/reference/vae_nelbo.py): recon (N, P, *S) of a
+// float dtype (N, *S for bernoulli), x (N, *S) of recon's dtype (bernoulli, gaussian) or int64
+// (categorical, logistic), mu and logvar (N, latent...) of recon's dtype, all on the CPU.
+Shape check_args(const char* op, const at::Tensor& recon, const at::Tensor& x, const at::Tensor& mu,
+                 const at::Tensor& logvar, Likelihood kind, int64_t levels, double beta) {
+  check_float_cpu(op, "recon", recon);
+  check_float_cpu(op, "mu", mu);
+  check_float_cpu(op, "logvar", logvar);
+  check_same_dtype(op, "mu", mu, "recon", recon);
+  check_same_dtype(op, "logvar", logvar, "recon", recon);
+  TORCH_CHECK(recon.dim() >= 2, op, ": recon must be (N, ...) with at least 2 dimensions, got ", recon.sizes());
+  TORCH_CHECK(mu.dim() >= 2 && mu.sizes() == logvar.sizes() && mu.size(0) == recon.size(0), op,
+              ": mu and logvar must be (N, latent...) of one shape with recon's N = ", recon.size(0), ", got ",
+              mu.sizes(), " and ", logvar.sizes());
+  const bool integer = kind == Likelihood::kCategorical || kind == Likelihood::kLogistic;
+  if (integer) {
+    check_index_cpu(op, "x", x);
+  } else {
+    check_float_cpu(op, "x", x);
+    check_same_dtype(op, "x", x, "recon", recon);
+  }
   const int64_t N = recon.size(0);
   const int64_t P = kind == Likelihood::kBernoulli ? 1 : recon.size(1);
-  const int64_t D = recon.numel() / std::max<int64_t>(1, N * P);
-  TORCH_CHECK(x.numel() == N * D && x.dim() >= 1 && x.size(0) == N, "vae_nelbo: x must be (N, ...) with ", D,
-              " values per example, got ", x.sizes());
   if (kind == Likelihood::kGaussian || kind == Likelihood::kLogistic)
-    TORCH_CHECK(P == 2, "vae_nelbo: recon must be (N, 2, ...) = (mean, log-scale), got ", recon.sizes());
-  const bool integer = kind == Likelihood::kCategorical || kind == Likelihood::kLogistic;
-  TORCH_CHECK(integer ? x.scalar_type() == at::kLong : x.scalar_type() == recon.scalar_type(),
-              "vae_nelbo: x must be ", integer ? "int64" : "of recon's dtype", ", got ", x.scalar_type());
-  TORCH_CHECK(kind != Likelihood::kLogistic || levels >= 2, "vae_nelbo: levels must be at least 2, got ", levels);
-  return {N, P, D, mu.numel() / std::max<int64_t>(1, N)};
+    TORCH_CHECK(P == 2, op, ": recon must be (N, 2, ...) = (mean, log-scale), got ", recon.sizes());
+  TORCH_CHECK(P >= 1, op, ": recon must hold at least one level (recon.shape[1] >= 1), got ", recon.sizes());
+  // x is recon's shape (bernoulli) or recon's shape without its plane dimension 1.
+  auto expected = recon.sizes().vec();
+  if (kind != Likelihood::kBernoulli) expected.erase(expected.begin() + 1);
+  TORCH_CHECK(x.sizes() == at::IntArrayRef(expected), op, ": x must be ", at::IntArrayRef(expected), " for recon ",
+              recon.sizes(), ", got ", x.sizes());
+  TORCH_CHECK(kind != Likelihood::kLogistic || levels >= 2, op, ": levels must be at least 2, got ", levels);
+  TORCH_CHECK(std::isfinite(beta) && std::fabs(beta) <= std::numeric_limits<float>::max(), op,
+              ": beta must be a finite number within float32's range, got ", beta);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"recon", &recon}, {"x", &x},
+                                {"mu", &mu}, {"logvar", &logvar}})
+    check_copy_size(op, name, *t);
+  const int64_t D = N * P == 0 ? 0 : recon.numel() / (N * P);
+  return {N, P, D, N == 0 ? 0 : mu.numel() / N};
 }
 
-// Smallest and largest of n values, 16 lanes at a time (vectorised).
+// Smallest and largest of n values, 16 lanes at a time (vectorised), and whether any is NaN (the
+// comparisons skip NaN).
 template <typename T>
-FASTGEN_CLONES std::pair<T, T> span_range(const T* p, int64_t n) {
+struct Range {
+  T lo, hi;
+  bool nan;
+};
+
+template <typename T>
+FASTGEN_CLONES Range<T> span_range(const T* p, int64_t n) {
   constexpr int kLanes = 16;
   T lo[kLanes], hi[kLanes];
+  int nan[kLanes] = {};
   for (int j = 0; j < kLanes; ++j) lo[j] = hi[j] = p[0];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -268,35 +310,42 @@ FASTGEN_CLONES std::pair<T, T> span_range(const T* p, int64_t n) {
     for (int j = 0; j < kLanes; ++j) {
       lo[j] = p[i + j] < lo[j] ? p[i + j] : lo[j];
       hi[j] = p[i + j] > hi[j] ? p[i + j] : hi[j];
+      nan[j] |= p[i + j] != p[i + j];
     }
   }
   for (; i < n; ++i) {
     lo[0] = p[i] < lo[0] ? p[i] : lo[0];
     hi[0] = p[i] > hi[0] ? p[i] : hi[0];
+    nan[0] |= p[i] != p[i];
   }
   for (int j = 1; j < kLanes; ++j) {
     lo[0] = lo[j] < lo[0] ? lo[j] : lo[0];
     hi[0] = hi[j] > hi[0] ? hi[j] : hi[0];
+    nan[0] |= nan[j];
   }
-  return {lo[0], hi[0]};
+  return {lo[0], hi[0], nan[0] != 0 || p[0] != p[0]};
 }
 
 // The data must lie in its likelihood's range: [0, 1] (bernoulli), levels [0, L) (categorical)
-// or [0, levels) (logistic). Raises a ValueError worded as the Python-side check.
+// or [0, levels) (logistic), NaN refused. Raises a ValueError worded as the Python-side check.
 template <typename T>
 void check_range(const at::Tensor& x, double low, double high, const char* what, c10::string_view likelihood) {
   const T* p = x.const_data_ptr<T>();
   const int64_t n = x.numel(), chunk = 1 << 15, chunks = (n + chunk - 1) / chunk;
   if (n == 0) return;
-  std::vector<std::pair<T, T>> ranges(chunks);
+  std::vector<Range<T>> ranges(chunks);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) ranges[c] = span_range<T>(p + c * chunk, std::min(chunk, n - c * chunk));
   });
-  T lo = ranges[0].first, hi = ranges[0].second;
+  T lo = ranges[0].lo, hi = ranges[0].hi;
+  bool nan = false;
   for (const auto& r : ranges) {
-    lo = r.first < lo ? r.first : lo;
-    hi = r.second > hi ? r.second : hi;
+    lo = r.lo < lo ? r.lo : lo;
+    hi = r.hi > hi ? r.hi : hi;
+    nan = nan || r.nan;
   }
+  TORCH_CHECK_VALUE(!nan, "x must hold ", what, " in [", low, ", ", high, "] for the ", likelihood,
+                    " likelihood, got NaN");
   TORCH_CHECK_VALUE(static_cast<double>(lo) >= low && static_cast<double>(hi) <= high, "x must hold ", what, " in [",
                     low, ", ", high, "] for the ", likelihood, " likelihood, got values in [", lo, ", ", hi, "]");
 }
@@ -318,7 +367,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vae_nelbo_cpu(
     const at::Tensor& recon_in, const at::Tensor& x_in, const at::Tensor& mu_in, const at::Tensor& logvar_in,
     c10::string_view likelihood, double beta, int64_t levels, bool keep_grad) {
   const Likelihood kind = parse_likelihood(likelihood);
-  const Shape s = check_args(recon_in, x_in, mu_in, logvar_in, kind, levels);
+  const Shape s = check_args("vae_nelbo", recon_in, x_in, mu_in, logvar_in, kind, levels, beta);
   const at::Tensor recon = recon_in.contiguous(), x = x_in.contiguous(), mu = mu_in.contiguous(),
                    logvar = logvar_in.contiguous();
   check_data(x, kind, s.P, levels, likelihood);
@@ -353,17 +402,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> vae_nelbo_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& recon_in, const at::Tensor& x_in, const at::Tensor& mu_in,
     const at::Tensor& logvar_in, const std::optional<at::Tensor>& recon_grad_in, c10::string_view likelihood,
     double beta, int64_t levels, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "vae_nelbo_backward";
   const Likelihood kind = parse_likelihood(likelihood);
-  const Shape s = check_args(recon_in, x_in, mu_in, logvar_in, kind, levels);
-  TORCH_CHECK(grad_in.dim() == 1 && grad_in.size(0) == s.N, "vae_nelbo_backward: grad must be (N,) = (", s.N,
-              ",), got ", grad_in.sizes());
+  const Shape s = check_args(op, recon_in, x_in, mu_in, logvar_in, kind, levels, beta);
+  check_float_cpu(op, "grad", grad_in);
+  TORCH_CHECK(grad_in.dim() == 1 && grad_in.size(0) == s.N, op, ": grad must be (N,) = (", s.N, ",), got ",
+              grad_in.sizes());
   const bool kept = recon_grad_in.has_value() && recon_grad_in->numel() > 0;
-  TORCH_CHECK(!kept || recon_grad_in->sizes() == recon_in.sizes(),
-              "vae_nelbo_backward: recon_grad must have recon's shape ", recon_in.sizes());
+  if (kept) {
+    check_float_cpu(op, "recon_grad", *recon_grad_in);
+    TORCH_CHECK(recon_grad_in->sizes() == recon_in.sizes(), op, ": recon_grad must have recon's shape ",
+                recon_in.sizes(), " (or be empty), got ", recon_grad_in->sizes());
+    check_copy_size(op, "recon_grad", *recon_grad_in);
+  }
   const at::Tensor recon = recon_in.contiguous(), x = x_in.contiguous(), mu = mu_in.contiguous(),
                    logvar = logvar_in.contiguous();
   const at::Tensor recon_grad = kept ? recon_grad_in->to(recon.scalar_type()).contiguous() : at::Tensor();
-  if (!kept) check_data(x, kind, s.P, levels, likelihood);
+  // x's values matter only where the gradient of recon is computed from them (none kept).
+  if (!kept && output_mask[0]) check_data(x, kind, s.P, levels, likelihood);
   const auto acc_type = recon.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor grad = grad_in.to(acc_type).contiguous();
   auto grad_recon = output_mask[0] ? at::empty_like(recon) : recon.new_empty({0});
@@ -388,7 +444,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> vae_nelbo_backward_cpu(
         else if (out_p)
           recon_row<false, true, scalar_t, acc_t>(kind, rp + row, x, n, s.D, s.P, levels, g, out_p + row);
         const int64_t latents = n * s.Z;
-        gaussian_kl_grad<scalar_t, acc_t>(mp + latents, lp + latents, s.Z, g * static_cast<acc_t>(beta),
+        gaussian_kl_grad<scalar_t, acc_t>(mp + latents, lp + latents, s.Z, static_cast<acc_t>(beta), g,
                                           mu_out ? mu_out + latents : nullptr, lv_out ? lv_out + latents : nullptr);
       }
     });
@@ -407,21 +463,33 @@ struct VaeNelboBackward final : public torch::autograd::Node {
   double beta = 1.0;
   int64_t levels = 256;
 
-  // One gradient per next edge: recon, mu, logvar (x is data).
+  // One gradient per next edge: recon, mu, logvar, x. x is float data only for the bernoulli and
+  // gaussian likelihoods (int64 levels otherwise, which cannot require grad); its gradient comes
+  // from the others: d/dx (softplus(r) - x r) = -r, and the gaussian's d/dx = -d/dm.
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("fastgen::vae_nelbo_backward", "")
                          .typed<decltype(vae_nelbo_backward_cpu)>();
-    torch::autograd::variable_list out(3);
-    const std::array<bool, 3> mask = {task_should_compute_output(0), task_should_compute_output(1),
-                                      task_should_compute_output(2)};
-    if (!(mask[0] || mask[1] || mask[2]) || !grads[0].defined()) return out;
-    const std::optional<at::Tensor> kept_grad = kept ? std::optional<at::Tensor>(recon_grad.unpack()) : std::nullopt;
-    auto [g_recon, g_mu, g_logvar] = op.call(grads[0], recon.unpack(), x.unpack(), mu.unpack(), logvar.unpack(),
-                                             kept_grad, likelihood, beta, levels, mask);
-    if (mask[0]) out[0] = g_recon;
-    if (mask[1]) out[1] = g_mu;
-    if (mask[2]) out[2] = g_logvar;
+    torch::autograd::variable_list out(4);
+    const bool want_x = task_should_compute_output(3), gaussian = likelihood == "gaussian";
+    const std::array<bool, 3> mask = {task_should_compute_output(0) || (want_x && gaussian),
+                                      task_should_compute_output(1), task_should_compute_output(2)};
+    if (!(mask[0] || mask[1] || mask[2] || want_x) || !grads[0].defined()) return out;
+    const at::Tensor r = recon.unpack();
+    if (mask[0] || mask[1] || mask[2]) {
+      const std::optional<at::Tensor> kept_grad = kept ? std::optional<at::Tensor>(recon_grad.unpack()) : std::nullopt;
+      auto [g_recon, g_mu, g_logvar] = op.call(grads[0], r, x.unpack(), mu.unpack(), logvar.unpack(), kept_grad,
+                                               likelihood, beta, levels, mask);
+      if (task_should_compute_output(0)) out[0] = g_recon;
+      if (mask[1]) out[1] = g_mu;
+      if (mask[2]) out[2] = g_logvar;
+      if (want_x && gaussian) out[3] = -g_recon.select(1, 0);
+    }
+    if (want_x && !gaussian) {  // bernoulli
+      std::vector<int64_t> per_example(r.dim(), 1);
+      per_example[0] = r.size(0);
+      out[3] = -(grads[0].reshape(per_example) * r);
+    }
     return out;
   }
   void release_variables() override {
@@ -441,9 +509,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vae_nelbo_autograd(
     at::AutoDispatchBelowADInplaceOrView guard;
     out = op.call(recon, x, mu, logvar, likelihood, beta, levels, keep_grad);
   }
-  if (!torch::autograd::compute_requires_grad(recon, mu, logvar)) return out;
+  if (!torch::autograd::compute_requires_grad(recon, mu, logvar, x)) return out;
   auto node = make_node<VaeNelboBackward>();
-  node->set_next_edges(torch::autograd::collect_next_edges(recon, mu, logvar));
+  node->set_next_edges(torch::autograd::collect_next_edges(recon, mu, logvar, x));
   node->recon = torch::autograd::SavedVariable(recon, false);
   node->x = torch::autograd::SavedVariable(x, false);
   node->mu = torch::autograd::SavedVariable(mu, false);

@@ -13,6 +13,8 @@
 
 #include <tuple>
 
+#include "../cpu/checks.h"
+
 namespace fastgen {
 namespace {
 
@@ -110,6 +112,9 @@ int cond_kind_of(const std::optional<at::Tensor>& cond) {
 
 void check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& cond) {
   TORCH_CHECK(x.is_cuda(), "gated_activation (CUDA): x must be a CUDA tensor");
+  const auto s = x.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16,
+              "gated_activation: x must be a float32, float64, float16 or bfloat16 tensor, got ", s);
   TORCH_CHECK(x.dim() == 4 && x.size(1) % 2 == 0, "gated_activation: x must be (N, 2C, H, W), got ", x.sizes());
   if (cond.has_value()) {
     const bool global = cond->dim() == 2 && cond->size(0) == x.size(0) && cond->size(1) == x.size(1);
@@ -117,7 +122,9 @@ void check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& cond) {
                 x.sizes(), ", got ", cond->sizes());
     TORCH_CHECK(cond->device() == x.device() && cond->scalar_type() == x.scalar_type(),
                 "gated_activation: cond must match x in dtype and device");
+    check_copy_size("gated_activation", "cond", *cond);
   }
+  check_copy_size("gated_activation", "x", x);
 }
 
 at::Tensor gated_activation_cuda(const at::Tensor& x_in, const std::optional<at::Tensor>& cond_in) {
@@ -144,12 +151,19 @@ at::Tensor gated_activation_cuda(const at::Tensor& x_in, const std::optional<at:
 std::tuple<at::Tensor, at::Tensor> gated_activation_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in,
                                                                   const std::optional<at::Tensor>& cond_in) {
   check_inputs(x_in, cond_in);
+  // The kernel reads grad_out as x's type on x's device: anything else would read out of bounds.
+  TORCH_CHECK(grad_out_in.device() == x_in.device() && grad_out_in.scalar_type() == x_in.scalar_type(),
+              "gated_activation_backward: grad_out must match x in dtype and device, got ", grad_out_in.scalar_type(),
+              " on ", grad_out_in.device());
+  TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == x_in.size(0) && grad_out_in.size(1) == x_in.size(1) / 2 &&
+                  grad_out_in.size(2) == x_in.size(2) && grad_out_in.size(3) == x_in.size(3),
+              "gated_activation_backward: grad_out must be (N, C, H, W) for x of shape ", x_in.sizes(), ", got ",
+              grad_out_in.sizes());
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto x = x_in.contiguous();
   const auto grad_out = grad_out_in.contiguous();
   const at::Tensor cond = cond_in.has_value() ? cond_in->contiguous() : at::Tensor();
   const int64_t channels = x.size(1) / 2, hw = x.size(2) * x.size(3);
-  TORCH_CHECK(grad_out.numel() == x.size(0) * channels * hw, "gated_activation_backward: grad_out must be (N, C, H, W)");
   auto grad_x = at::empty_like(x);
   auto grad_sum = at::empty({x.size(0), 2 * channels}, x.options());
   const int64_t planes = x.size(0) * channels;

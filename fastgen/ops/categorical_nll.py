@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fastgen.ops._checks import check_tensor, register_autocast
+from fastgen.ops._checks import check_copy_size, check_tensor, has_values, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen._core import accumulation_dtype, logits_kernel_layout
 from fastgen.reference.categorical_nll import (
@@ -21,13 +21,14 @@ _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.categorical_nll"
 
 
-
-
+# Where no compiled kernel serves a device, the reference does, behind the same checks.
 def _reference_forward(logits, target):
+    check_categorical_nll_args(logits, target)
     return categorical_nll_reference(logits, target), categorical_logsumexp_reference(logits)
 
 
 def _reference_backward(grad, logits, target, lse):
+    check_categorical_nll_backward_args(grad, logits, target, lse)
     out = torch.empty_like(logits_kernel_layout(logits))
     return out.copy_(categorical_nll_backward_reference(grad, logits, target, lse))
 
@@ -38,13 +39,14 @@ register_implementations("categorical_nll_backward", _reference_backward, (_TRIT
 
 @torch.library.register_fake("fastgen::categorical_nll")
 def _(logits, target):
-    torch._check(logits.dim() == 5, lambda: "logits must be (N, L, C, H, W)")
+    check_categorical_nll_args(logits, target)
     n, _, c, h, w = logits.shape
     return logits.new_empty(n), logits.new_empty(n, c, h, w, dtype=accumulation_dtype(logits.dtype))
 
 
 @torch.library.register_fake("fastgen::categorical_nll_backward")
 def _(grad, logits, target, lse):
+    check_categorical_nll_backward_args(grad, logits, target, lse)
     return torch.empty_like(logits_kernel_layout(logits))
 
 
@@ -81,11 +83,27 @@ def check_categorical_nll_args(logits: torch.Tensor, target: torch.Tensor) -> No
         raise ValueError(f"target is on {target.device} but logits is on {logits.device}; move them to one device")
     if logits.shape[1] < 1:
         raise ValueError("logits must have at least one level (L = logits.shape[1] >= 1)")
-    if target.numel() and not torch.compiler.is_compiling():
+    check_copy_size("target", target)
+    if has_values(target):
         low, high = torch.aminmax(target)
         if low < 0 or high >= logits.shape[1]:
             raise ValueError(f"target values must lie in [0, {logits.shape[1]}) (L = logits.shape[1]), "
                              f"got values in [{int(low)}, {int(high)}]")
+
+
+def check_categorical_nll_backward_args(grad, logits, target, lse) -> None:
+    check_categorical_nll_args(logits, target)
+    check_tensor("grad", grad, dims=1, layout=f"(N,) = ({logits.shape[0]},)")
+    if grad.shape[0] != logits.shape[0]:
+        raise ValueError(f"grad must be (N,) = ({logits.shape[0]},), got {tuple(grad.shape)}")
+    acc = accumulation_dtype(logits.dtype)
+    check_tensor("lse", lse, dims=4, layout="(N, C, H, W) logsumexp over levels")
+    if tuple(lse.shape) != tuple(target.shape) or lse.dtype != acc:
+        raise ValueError(f"lse must be (N, C, H, W) = {tuple(target.shape)} in {acc}, "
+                         f"got {tuple(lse.shape)} in {lse.dtype}")
+    for name, t in (("grad", grad), ("lse", lse)):
+        if t.device != logits.device:
+            raise ValueError(f"{name} is on {t.device} but logits is on {logits.device}; move them to one device")
 
 
 def categorical_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

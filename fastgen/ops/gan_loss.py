@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from fastgen.ops._checks import check_same, register_autocast
+from fastgen.ops._checks import check_copy_size, check_float_dtype, check_same, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen.reference.gan_loss import KINDS, TARGETS, gan_loss_backward_reference, gan_loss_reference
 
@@ -18,11 +18,14 @@ _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.gan_loss"
 
 
+# Where no compiled kernel serves a device, the reference does, behind the same checks.
 def _reference_forward(d_real, d_fake, kind, generator):
+    check_gan_loss_args(d_real, d_fake, kind, generator)
     return gan_loss_reference(d_real, d_fake, kind=kind, target=TARGETS[generator])
 
 
 def _reference_backward(grad, d_real, d_fake, kind, generator):
+    check_gan_loss_backward_args(grad, d_real, d_fake, kind, generator)
     grad_real, grad_fake = gan_loss_backward_reference(grad, None if generator else d_real, d_fake, kind=kind,
                                                        target=TARGETS[generator])
     return (d_fake.new_empty(0) if grad_real is None else grad_real.contiguous()), grad_fake.contiguous()
@@ -34,11 +37,13 @@ register_implementations("gan_loss_backward", _reference_backward, (_TRITON, "ga
 
 @torch.library.register_fake("fastgen::gan_loss")
 def _(d_real, d_fake, kind, generator):
+    check_gan_loss_args(d_real, d_fake, kind, generator)
     return d_fake.new_empty(())
 
 
 @torch.library.register_fake("fastgen::gan_loss_backward")
 def _(grad, d_real, d_fake, kind, generator):
+    check_gan_loss_backward_args(grad, d_real, d_fake, kind, generator)
     real = torch.empty_like(d_real, memory_format=torch.contiguous_format) if d_real is not None and not generator \
         else d_fake.new_empty(0)
     return real, torch.empty_like(d_fake, memory_format=torch.contiguous_format)
@@ -66,11 +71,37 @@ register_autocast("gan_loss", torch.float32)
 def _check_logits(name: str, t: object) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of discriminator outputs, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    check_float_dtype(name, t)
     if t.numel() == 0:
         raise ValueError(f"{name} must hold at least one discriminator output, got shape {tuple(t.shape)}")
+    check_copy_size(name, t)
     return t
+
+
+def check_gan_loss_args(d_real, d_fake, kind: str, generator: bool) -> None:
+    """The op's arguments (``generator`` a bool; d_real is ignored by the generator losses)."""
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    _check_logits("d_fake", d_fake)
+    if d_real is not None and not isinstance(d_real, torch.Tensor):
+        raise TypeError(f"d_real must be a torch.Tensor or None, got {type(d_real).__name__}")
+    if d_real is not None and d_real.device != d_fake.device:  # even where the loss ignores it
+        raise ValueError(f"d_real is on {d_real.device} but d_fake is on {d_fake.device}; move them to one device")
+    if generator:
+        return
+    if d_real is None:
+        raise ValueError(f"d_real is required for the discriminator loss ({kind})")
+    _check_logits("d_real", d_real)
+    check_same("d_fake", d_fake, d_real=d_real)
+
+
+def check_gan_loss_backward_args(grad, d_real, d_fake, kind: str, generator: bool) -> None:
+    check_gan_loss_args(d_real, d_fake, kind, generator)
+    if not isinstance(grad, torch.Tensor) or grad.numel() != 1:
+        raise ValueError(f"grad must be a scalar tensor, got {grad!r:.80}")
+    check_float_dtype("grad", grad)
+    if grad.device != d_fake.device:
+        raise ValueError(f"grad is on {grad.device} but d_fake is on {d_fake.device}; move them to one device")
 
 
 def gan_loss(d_real: torch.Tensor | None, d_fake: torch.Tensor, *, kind: str,

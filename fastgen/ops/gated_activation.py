@@ -10,27 +10,33 @@ from fastgen.reference.gated_activation import gated_activation_backward_referen
 _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.gated_activation"
 
-# Every implementation returns contiguous (NCHW) tensors, whatever the input layout.
-register_implementations(
-    "gated_activation",
-    lambda x, cond: gated_activation_reference(x, cond).contiguous(),
-    (_TRITON, "gated_activation_triton"),
-)
-register_implementations(
-    "gated_activation_backward",
-    lambda g, x, cond: tuple(t.contiguous() for t in gated_activation_backward_reference(g, x, cond)),
-    (_TRITON, "gated_activation_backward_triton"),
-)
+
+# Every implementation returns contiguous (NCHW) tensors, whatever the input layout. Where no
+# compiled kernel serves a device, the reference does, behind the same checks.
+def _reference_forward(x, cond):
+    check_gated_activation_args(x, cond)
+    return gated_activation_reference(x, cond).contiguous()
+
+
+def _reference_backward(grad_out, x, cond):
+    check_gated_activation_backward_args(grad_out, x, cond)
+    return tuple(t.contiguous() for t in gated_activation_backward_reference(grad_out, x, cond))
+
+
+register_implementations("gated_activation", _reference_forward, (_TRITON, "gated_activation_triton"))
+register_implementations("gated_activation_backward", _reference_backward,
+                         (_TRITON, "gated_activation_backward_triton"))
 
 
 @torch.library.register_fake("fastgen::gated_activation")
 def _(x, cond):
-    torch._check(x.dim() == 4 and x.shape[1] % 2 == 0, lambda: "x must be (N, 2C, H, W)")
+    check_gated_activation_args(x, cond)
     return x.new_empty(x.shape[0], x.shape[1] // 2, x.shape[2], x.shape[3])
 
 
 @torch.library.register_fake("fastgen::gated_activation_backward")
 def _(grad_out, x, cond):
+    check_gated_activation_backward_args(grad_out, x, cond)
     return x.new_empty(x.shape), x.new_empty(x.shape[0], x.shape[1])
 
 
@@ -69,6 +75,16 @@ def check_gated_activation_args(x: torch.Tensor, cond: torch.Tensor | None) -> N
             f"got {tuple(cond.shape)}"
         )
     check_same("x", x, cond=cond)
+
+
+def check_gated_activation_backward_args(grad_out, x, cond) -> None:
+    check_gated_activation_args(x, cond)
+    check_tensor("grad_out", grad_out, dims=4, layout="(N, C, H, W)")
+    expected = (x.shape[0], x.shape[1] // 2, x.shape[2], x.shape[3])
+    if tuple(grad_out.shape) != expected:
+        raise ValueError(f"grad_out must be (N, C, H, W) = {expected} for x of shape {tuple(x.shape)}, "
+                         f"got {tuple(grad_out.shape)}")
+    check_same("x", x, grad_out=grad_out)
 
 
 def gated_activation(x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

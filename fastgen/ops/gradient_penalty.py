@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from fastgen.ops._checks import check_tensor, register_autocast
+from fastgen.ops._checks import check_float_dtype, check_scalar, check_tensor, register_autocast
 from fastgen.ops._dispatch import reference_forced, register_implementations
 from fastgen.reference.gradient_penalty import (
     gradient_penalty_backward_reference,
@@ -22,11 +22,14 @@ _ops = torch.ops.fastgen
 _TRITON = "fastgen.kernels.gradient_penalty"
 
 
+# Where no compiled kernel serves a device, the reference does, behind the same checks.
 def _reference_forward(grad, weight):
+    check_gradient_penalty_args(grad, weight)
     return gradient_penalty_reference(grad, weight), sample_norms(grad)
 
 
 def _reference_backward(grad_out, grad, norms, weight):
+    check_gradient_penalty_backward_args(grad_out, grad, norms, weight)
     return gradient_penalty_backward_reference(grad_out, grad, norms, weight).contiguous()
 
 
@@ -37,11 +40,13 @@ register_implementations("gradient_penalty_backward", _reference_backward,
 
 @torch.library.register_fake("fastgen::gradient_penalty")
 def _(grad, weight):
+    check_gradient_penalty_args(grad, weight)
     return grad.new_empty(()), grad.new_empty(grad.shape[0])
 
 
 @torch.library.register_fake("fastgen::gradient_penalty_backward")
 def _(grad_out, grad, norms, weight):
+    check_gradient_penalty_backward_args(grad_out, grad, norms, weight)
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
@@ -63,6 +68,27 @@ torch.library.register_autograd("fastgen::gradient_penalty", _backward, setup_co
 register_autocast("gradient_penalty", torch.float32)
 
 
+def check_gradient_penalty_args(grad, weight) -> None:
+    """Raise a ValueError/TypeError naming the offending argument; used before any kernel runs."""
+    check_tensor("grad", grad, dims=tuple(range(1, 9)), layout="the critic's input gradient (N, ...)")
+    if grad.shape[0] == 0:
+        raise ValueError("grad must hold at least one sample (N >= 1)")
+    check_scalar("weight", weight)
+
+
+def check_gradient_penalty_backward_args(grad_out, grad, norms, weight) -> None:
+    check_gradient_penalty_args(grad, weight)
+    check_tensor("norms", norms, dims=1, layout=f"(N,) = ({grad.shape[0]},)")
+    if norms.shape[0] != grad.shape[0]:
+        raise ValueError(f"norms must be (N,) = ({grad.shape[0]},), got {tuple(norms.shape)}")
+    if not isinstance(grad_out, torch.Tensor) or grad_out.numel() != 1:
+        raise ValueError(f"grad_out must be a scalar tensor, got {grad_out!r:.80}")
+    check_float_dtype("grad_out", grad_out)
+    for name, t in (("norms", norms), ("grad_out", grad_out)):
+        if t.device != grad.device:
+            raise ValueError(f"{name} is on {t.device} but grad is on {grad.device}; move them to one device")
+
+
 def gradient_penalty(grad: torch.Tensor, *, weight: float = 10.0) -> torch.Tensor:
     """weight * mean_n (||grad_n||_2 - 1)^2, the norm over all non-batch dimensions.
 
@@ -75,9 +101,7 @@ def gradient_penalty(grad: torch.Tensor, *, weight: float = 10.0) -> torch.Tenso
     Returns:
         A scalar tensor; differentiable twice.
     """
-    check_tensor("grad", grad, dims=tuple(range(1, 9)), layout="the critic's input gradient (N, ...)")
-    if grad.shape[0] == 0:
-        raise ValueError("grad must hold at least one sample (N >= 1)")
+    check_gradient_penalty_args(grad, weight)
     if reference_forced():
         return gradient_penalty_reference(grad, float(weight))
     return _ops.gradient_penalty(grad, float(weight))[0]

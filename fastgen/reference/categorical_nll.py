@@ -17,8 +17,11 @@ from fastgen._core import accumulation_dtype
 
 
 def categorical_nll_reference(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image NLL in nats: ``F.cross_entropy(logits, target, reduction="none")`` summed per image."""
-    losses = F.cross_entropy(logits.to(accumulation_dtype(logits.dtype)), target, reduction="none")
+    """Per-image NLL in nats: logsumexp over levels minus the target's logit, summed per image.
+    (The formula itself rather than ``F.cross_entropy``, which gives NaN, not +inf, where another
+    level's logit is +inf.)"""
+    z = logits.to(accumulation_dtype(logits.dtype))
+    losses = torch.logsumexp(z, dim=1) - z.gather(1, target.unsqueeze(1)).squeeze(1)
     return losses.flatten(1).sum(1).to(logits.dtype)
 
 

@@ -51,22 +51,24 @@ def gan_loss_backward_reference(grad: torch.Tensor, d_real: torch.Tensor | None,
                                 target: str = "discriminator") -> tuple[torch.Tensor | None, torch.Tensor]:
     """(d loss / d d_real, d loss / d d_fake) times ``grad``, written out (the kernels' backward;
     tested against autograd). d_real's gradient is None for the generator. The hinge's kink at
-    +-1 takes the gradient 0, as torch.relu does."""
+    +-1 takes the gradient 0, as torch.relu does, and a NaN input passes it (autograd of torch.relu
+    does). The least-squares terms are written 0.5 * (2 (v - 1)), autograd's order of operations,
+    so that this, autograd and the kernels overflow alike near float's max."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     f = d_fake
     if target == "generator":
-        fake = {"minimax": -torch.sigmoid(f), "non_saturating": -torch.sigmoid(-f), "lsgan": f - 1.0,
+        fake = {"minimax": -torch.sigmoid(f), "non_saturating": -torch.sigmoid(-f), "lsgan": 0.5 * (2.0 * (f - 1.0)),
                 "hinge": -torch.ones_like(f), "wasserstein": -torch.ones_like(f)}[kind]
         return None, grad * fake / f.numel()
     r = d_real
     real, fake = {
         "minimax": (-torch.sigmoid(-r), torch.sigmoid(f)),
         "non_saturating": (-torch.sigmoid(-r), torch.sigmoid(f)),
-        "lsgan": (r - 1.0, f),
-        "hinge": (-(r < 1.0).to(r.dtype), (f > -1.0).to(f.dtype)),
+        "lsgan": (0.5 * (2.0 * (r - 1.0)), 0.5 * (2.0 * f)),
+        "hinge": (-(~(r >= 1.0)).to(r.dtype), (~(f <= -1.0)).to(f.dtype)),
         "wasserstein": (-torch.ones_like(r), torch.ones_like(f)),
     }[kind]
     return grad * real / r.numel(), grad * fake / f.numel()

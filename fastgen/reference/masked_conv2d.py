@@ -9,9 +9,11 @@ For a k x k kernel with centre ``p = k // 2``, output position (h, w) sees input
                                    from input group g_in to output group g_out when
                                    g_in < g_out (mask 'A') or g_in <= g_out (mask 'B').
 
-    y = conv2d(x, weight * mask, bias, padding=p)
+    y = conv2d(x, where(mask, weight, 0), bias, padding=p)
 
-Channels are split into ``color_groups`` equal contiguous groups (R, G, B for 3).
+Masked weight entries are ignored whatever they hold (NaN and inf included: ``where``, not a
+product with the mask, which would turn them into NaN) and get a zero gradient. Channels are split
+into ``color_groups`` equal contiguous groups (R, G, B for 3).
 """
 from __future__ import annotations
 
@@ -25,19 +27,22 @@ def masked_conv2d_reference(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, mask_type: str,
     color_groups: int = 1,
 ) -> torch.Tensor:
-    """``conv2d(x, weight * mask, bias, padding=k // 2)`` with the PixelCNN causal mask."""
+    """``conv2d(x, where(mask, weight, 0), bias, padding=k // 2)`` with the PixelCNN causal mask."""
+    return F.conv2d(x, _masked(weight, mask_type, color_groups), bias, padding=weight.shape[-1] // 2)
+
+
+def _masked(weight: torch.Tensor, mask_type: str, color_groups: int) -> torch.Tensor:
+    """weight with the entries the mask removes set to 0 (whatever they held)."""
     out_c, in_c, k, _ = weight.shape
-    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=weight.dtype, device=weight.device)
-    return F.conv2d(x, weight * mask, bias, padding=k // 2)
+    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=torch.bool, device=weight.device)
+    return torch.where(mask, weight, 0.0)
 
 
 def masked_conv2d_grad_input_reference(
     grad_out: torch.Tensor, weight: torch.Tensor, *, mask_type: str, color_groups: int = 1
 ) -> torch.Tensor:
-    """dL/dx = conv_transpose2d(dL/dy, weight * mask, padding=k // 2)."""
-    out_c, in_c, k, _ = weight.shape
-    mask = causal_mask(out_c, in_c, k, mask_type, color_groups, dtype=weight.dtype, device=weight.device)
-    return F.conv_transpose2d(grad_out, weight * mask, padding=k // 2)
+    """dL/dx = conv_transpose2d(dL/dy, where(mask, weight, 0), padding=k // 2)."""
+    return F.conv_transpose2d(grad_out, _masked(weight, mask_type, color_groups), padding=weight.shape[-1] // 2)
 
 
 def masked_conv2d_grad_weight_reference(
@@ -47,7 +52,8 @@ def masked_conv2d_grad_weight_reference(
     out_c, in_c = grad_out.shape[1], x.shape[1]
     shape = (out_c, in_c, kernel_size, kernel_size)
     grad = torch.nn.grad.conv2d_weight(x, shape, grad_out, padding=kernel_size // 2)
-    return grad * causal_mask(out_c, in_c, kernel_size, mask_type, color_groups, dtype=x.dtype, device=x.device)
+    mask = causal_mask(out_c, in_c, kernel_size, mask_type, color_groups, dtype=torch.bool, device=x.device)
+    return torch.where(mask, grad, 0.0)
 
 
 def masked_conv2d_backward_reference(

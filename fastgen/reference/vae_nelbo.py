@@ -66,9 +66,14 @@ def _logistic_nll(mean: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor, 
 def recon_nll_reference(recon: torch.Tensor, x: torch.Tensor, likelihood: str, levels: int = 256) -> torch.Tensor:
     """-log p(x | recon) summed per example, (N,)."""
     if likelihood == "bernoulli":
-        nll = F.binary_cross_entropy_with_logits(recon, x.to(recon.dtype), reduction="none")
+        # softplus(r) - x r = (1 - x) relu(r) + x relu(-r) + log1p(e^-|r|): a sum of non-negative
+        # terms, so infinite logits give +inf (binary_cross_entropy_with_logits gives NaN, inf - inf
+        # inside it) and autograd's gradients stay free of 0 * inf.
+        x = x.to(recon.dtype)
+        nll = (1 - x) * torch.relu(recon) + x * torch.relu(-recon) + torch.log1p(torch.exp(-recon.abs()))
     elif likelihood == "categorical":
-        nll = F.cross_entropy(recon, x, reduction="none")
+        # The formula itself: F.cross_entropy gives NaN, not +inf, where another level's logit is +inf.
+        nll = torch.logsumexp(recon, dim=1) - recon.gather(1, x.unsqueeze(1)).squeeze(1)
     elif likelihood == "gaussian":
         mean, log_scale = recon[:, 0], recon[:, 1].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
         nll = _HALF_LOG_2PI + log_scale + 0.5 * (x - mean) ** 2 * torch.exp(-2.0 * log_scale)
@@ -106,7 +111,8 @@ def recon_nll_grad_reference(recon: torch.Tensor, x: torch.Tensor, likelihood: s
     if likelihood == "bernoulli":
         return torch.sigmoid(recon) - x.to(recon.dtype)
     if likelihood == "categorical":
-        return torch.softmax(recon, 1) - F.one_hot(x, recon.shape[1]).movedim(-1, 1).to(recon.dtype)
+        softmax = torch.exp(recon - torch.logsumexp(recon, dim=1, keepdim=True))  # torch.softmax: NaN at +inf
+        return softmax - F.one_hot(x, recon.shape[1]).movedim(-1, 1).to(recon.dtype)
     raw = recon[:, 1]
     inside = (raw >= LOG_SCALE_MIN) & (raw <= LOG_SCALE_MAX)
     log_scale = raw.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
@@ -120,13 +126,17 @@ def recon_nll_grad_reference(recon: torch.Tensor, x: torch.Tensor, likelihood: s
     half_bin = 1.0 / (levels - 1)
     v = x.to(recon.dtype) * (2.0 * half_bin) - 1.0
     inv = torch.exp(-log_scale)
-    a, b = (v + half_bin - mean) * inv, (v - half_bin - mean) * inv
+    centre_a, centre_b = v + half_bin - mean, v - half_bin - mean
+    a, b = centre_a * inv, centre_b * inv
     lowest, highest = x == 0, x == levels - 1
     upper = torch.where(highest, 0.0, torch.sigmoid(-a))
     lower = torch.where(lowest, 0.0, torch.sigmoid(b))
     width = 2.0 * half_bin * inv
     inner = torch.where(lowest | highest, 0.0, width / torch.expm1(width))
-    return torch.stack([inv * (upper - lower), torch.where(inside, a * upper - b * lower + inner, 0.0)], 1)
+    # a A - b B as (A (a / e^-s) - B (b / e^-s)) e^-s, the products autograd of the loss forms, so
+    # that both give the same inf or NaN for an infinite or huge mean.
+    d_scale = (upper * centre_a - lower * centre_b) * inv + inner
+    return torch.stack([inv * (upper - lower), torch.where(inside, d_scale, 0.0)], 1)
 
 
 def gaussian_kl_grad_reference(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
