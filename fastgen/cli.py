@@ -17,8 +17,8 @@ from typing import Iterator, NoReturn
 import torch
 
 from fastgen.commands import SEED, add_commands, int_option, path_option
-from fastgen.train._validate import MAX_EPOCHS
 from fastgen.train import TrainingDiverged
+from fastgen.train._validate import MAX_EPOCHS
 
 # What a user can cause, and so gets a one-line message: ValueError covers the argument checks and
 # fastgen's DataError, CheckpointError and RunDirectoryError; OSError covers missing or unwritable
@@ -92,10 +92,17 @@ def _check_bench_options(extra: list[str]) -> None:
             raise ValueError(f"--{name} must name at least one, got {value!r}")
 
 
+def _harness_found() -> bool:
+    try:
+        return importlib.util.find_spec("bench.__main__") is not None
+    except ModuleNotFoundError:  # find_spec raises, rather than answer None, when there is no bench package
+        return False
+
+
 def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     # The harness is not part of the package (nothing in fastgen imports it): it runs as its own
     # process from a source checkout.
-    if importlib.util.find_spec("bench.__main__") is None:
+    if not _harness_found():
         raise ValueError("the benchmark harness lives in the source checkout (bench/); run fastgen bench from there")
     options = extra[1:] if extra[:1] == ["--"] else extra
     if not {"-h", "--help"} & set(options):

@@ -256,6 +256,15 @@ def test_the_installed_command_prints_one_line_and_debug_the_traceback(tmp_path)
         assert debug.returncode == 1 and "Traceback" in debug.stderr and "CheckpointError" in debug.stderr
 
 
+def test_bench_outside_the_source_checkout_is_one_line(tmp_path):
+    """Outside a checkout there is no bench package, and find_spec raised ModuleNotFoundError."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "fastgen", "bench", "--quick"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "the benchmark harness lives in the source checkout" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
 def test_a_finished_run_is_not_clobbered_and_overwrite_replaces_it(tmp_path, capsys):
     out = str(tmp_path / "run")
     args = ["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--grid-samples", "0", "--out", out, *TINY]

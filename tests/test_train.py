@@ -568,6 +568,8 @@ def test_checkpoint_configs_of_the_wrong_types_get_clear_errors(tmp_path):
         '"hidden_channels": 8', '"hidden_channels": NaN'))
     with pytest.raises(CheckpointError, match="not a readable checkpoint config.*NaN is not a JSON value"):
         model_from_checkpoint(str(nan_config))
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        model_from_checkpoint(str(tmp_path / "run"), device="gpu")
 
 
 def test_damaged_training_states_get_clear_errors(tmp_path):

@@ -10,7 +10,11 @@ read without executing anything from the files.
 A checkpoint is written into a temporary directory next to its place, every file synced, then
 renamed into place; the one it replaces is first renamed to ``<checkpoint>.old`` and removed only
 after. A crash therefore leaves either the old or the new checkpoint complete, and
-``resolve_checkpoint`` finds whichever it is.
+``resolve_checkpoint`` finds whichever it is. Weights holding NaN or infinities are never written.
+
+Reading checks before it trusts: config.json is strict JSON with typed fields, and the model it
+describes is built on the meta device and compared with the safetensors header before any tensor
+is allocated. Every problem is a ``CheckpointError`` (a ValueError) naming the file.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from fastgen import models
+from fastgen.train.distributed import resolve_device
 
 FORMAT, VERSION = "fastgen-checkpoint", 1
 CONFIG, WEIGHTS, EMA_WEIGHTS, TRAINING = "config.json", "model.safetensors", "ema.safetensors", "training.pt"
@@ -96,6 +101,14 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 def _plain_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CPU, contiguous, unshared copies (what safetensors stores), without DDP's ``module.`` prefix."""
     return {k.removeprefix("module."): v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
@@ -146,14 +159,6 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first floating-point tensor holding a NaN or an infinity, or None."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return name
-    return None
 
 
 def checkpoint_exists(path: str) -> bool:
@@ -396,6 +401,7 @@ def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema:
     meta device before anything is allocated, so a config that does not fit its weights, however
     large, is refused at once. Weights holding NaN or infinities are refused. Nothing half-loaded
     is ever returned."""
+    device = resolve_device(device)
     path, config = read_config(path)
     cls = _model_class(path, config)
     ema_file = os.path.join(path, EMA_WEIGHTS)
