@@ -1,20 +1,74 @@
 """The ``fastgen train``, ``fastgen sample`` and ``fastgen eval`` commands (parsed in fastgen/cli.py).
 
 ``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++ and the VAE with the likelihood trainer
-(``fastgen.train.Trainer``), DCGAN and the MLP GAN with ``fastgen.train.GANTrainer``."""
+(``fastgen.train.Trainer``), DCGAN and the MLP GAN with ``fastgen.train.GANTrainer``.
+
+Every option is checked when it is parsed (``argparse`` types below), and everything else that a
+user can get wrong (paths, data, checkpoints, the run directory) raises a ValueError or an OSError
+before any work starts; ``fastgen.cli.main`` prints those as one line."""
 from __future__ import annotations
 
 import argparse
 import math
 import os
+from typing import Callable
 
 import numpy as np
 import torch
 
+from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_float, check_int
+
 MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan")
 GANS = ("dcgan", "mlp-gan")
+MAX_SAMPLES = 10_000  # images in one `fastgen sample` grid
+MAX_IW_SAMPLES = 100_000  # `fastgen eval --k`
 
 
+# -- option types: each refuses a bad value with argparse's "argument --x: ..." line ------------------------
+def int_option(low: int = 1, high: int = MAX_COUNT) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        try:
+            check_int("the value", value, low, high)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).replace("the value must be", "must be")) from None
+        return value
+
+    return parse
+
+
+def float_option(low: float, high: float = math.inf, *, low_open: bool = False,
+                 high_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval (NaN and infinities are refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            check_float("the value", value, low, high, low_open=low_open, high_open=high_open)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).replace("the value must be", "must be")) from None
+        return value
+
+    return parse
+
+
+def path_option(text: str) -> str:
+    """An argparse type: a non-empty path."""
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
+
+
+SEED = int_option(0, MAX_SEED)
+
+
+# -- train ---------------------------------------------------------------------------------------------
 def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
     """(train, validation) for a data spec: the digits' own validation split, otherwise a seeded
     ``val_fraction`` of the training files."""
@@ -26,10 +80,16 @@ def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
     elif val_fraction > 0:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         cut = max(1, int(len(train) * val_fraction))
+        if cut >= len(train):
+            raise ValueError(f"--val-fraction {val_fraction} leaves no training images of the {len(train)} in "
+                             f"{train.name} (use --val-fraction 0 to train on all of them)")
         train, val = train.subset(order[cut:], train.name), train.subset(order[:cut], f"{train.name} (validation)")
     else:
         val = None
     if levels is not None and levels != train.levels:
+        if levels > train.levels:
+            raise ValueError(f"--levels {levels}: {train.name} has {train.levels} levels, and --levels can only "
+                             f"reduce them (2 to {train.levels})")
         train, val = train.quantize(levels), val.quantize(levels) if val is not None else None
     return train, val
 
@@ -39,18 +99,18 @@ def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
 
     channels, height, width = train.shape
     if args.conditional and train.labels is None:
-        raise SystemExit(f"fastgen train: --conditional needs labels, and {train.name} has none")
+        raise ValueError(f"--conditional needs labels, and {train.name} has none")
     n_classes = train.n_classes if args.conditional else None
     if name == "vae":
         return VAE(channels, train.levels, (height, width), latent_dim=args.latent_dim, likelihood=args.likelihood,
-                   arch=args.arch, hidden=args.hidden * 4, channels=args.hidden // 2, n_classes=n_classes,
+                   arch=args.arch, hidden=args.hidden * 4, channels=max(1, args.hidden // 2), n_classes=n_classes,
                    beta=args.beta)
     if name in GANS:
         if height != width:
-            raise SystemExit(f"fastgen train: {name} needs square images, {train.name} has {height}x{width}")
+            raise ValueError(f"{name} needs square images, {train.name} has {height}x{width}")
         common = dict(latent_dim=args.latent_dim, n_classes=n_classes, loss=args.loss)
         if name == "dcgan":
-            return DCGAN(channels, train.levels, height, width=args.hidden // 2, norm=args.norm, **common)
+            return DCGAN(channels, train.levels, height, width=max(1, args.hidden // 2), norm=args.norm, **common)
         return MLPGAN(channels, train.levels, height, hidden=args.hidden * 4, **common)
     if name == "pixelcnnpp":
         try:
@@ -58,12 +118,31 @@ def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
                               nr_mix=args.nr_mix, dropout=args.dropout, n_classes=n_classes,
                               weight_norm=args.weight_norm)
         except ValueError as e:
-            raise SystemExit(f"fastgen train pixelcnnpp on {train.name}: {e}") from None
+            raise ValueError(f"pixelcnnpp on {train.name}: {e}") from None
     common = dict(in_channels=channels, levels=train.levels, image_size=(height, width),
                   hidden_channels=args.hidden, n_layers=args.layers, n_classes=n_classes)
     if name == "pixelcnn":
         return PixelCNN(**common, kernel_size=args.kernel_size or 3)
     return GatedPixelCNN(**common, kernel_size=args.kernel_size or 5, dropout=args.dropout)
+
+
+def _memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_model_size(name: str, train, args: argparse.Namespace, device: torch.device) -> None:
+    """Build the model on the meta device (no memory) and refuse one whose weights, gradients and
+    Adam moments would not fit in this machine's memory, before anything is allocated."""
+    with torch.device("meta"):
+        model = build_model(name, train, args)
+    params = sum(p.numel() for p in model.parameters())
+    need, have = 16 * params, _memory_bytes(device)  # float32 weights, gradients and two Adam moments
+    if need > have:
+        raise ValueError(f"a {name} of these options has {params:,} parameters: training it needs about "
+                         f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of {device.type} memory here; "
+                         "use a smaller --hidden or --layers")
 
 
 def train_gan(args: argparse.Namespace, model, train_data, out: str, device: torch.device) -> int:
@@ -79,10 +158,11 @@ def train_gan(args: argparse.Namespace, model, train_data, out: str, device: tor
     print(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
           f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
           f"{args.loss} loss; writing to {out}")
-    history = trainer.fit(resume=args.resume)
+    history = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if history.d_loss:
+        g = history.g_loss[-1]
         print(f"done: epoch {trainer.epoch}, discriminator {history.d_loss[-1]:.4f}, "
-              f"generator {history.g_loss[-1]:.4f}")
+              f"generator {'-' if g is None else f'{g:.4f}'}")
     print(f"checkpoint: {os.path.abspath(trainer.last_path)}")
     return 0
 
@@ -90,16 +170,20 @@ def train_gan(args: argparse.Namespace, model, train_data, out: str, device: tor
 def train(args: argparse.Namespace) -> int:
     from fastgen.train import TrainConfig, Trainer
     from fastgen.train.distributed import init_from_env
+    from fastgen.train.run_dir import check_run_directory
 
+    out = args.out or os.path.join("runs", args.model)
+    # The run directory is checked first: a refused start costs no data loading and no model.
+    check_run_directory(out, resume=args.resume, overwrite=args.overwrite)
     rank, world, device = init_from_env(args.device)
     say = print if rank == 0 else (lambda *a, **k: None)
     train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed)
-    out = args.out or os.path.join("runs", args.model)
+    check_model_size(args.model, train_data, args, device)
     torch.manual_seed(args.seed)
     model = build_model(args.model, train_data, args)
     if args.model in GANS:
         if world > 1:
-            raise SystemExit(f"fastgen train: {args.model} trains in one process (not under torchrun)")
+            raise ValueError(f"{args.model} trains in one process (not under torchrun)")
         return train_gan(args, model, train_data, out, device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-3, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -108,32 +192,43 @@ def train(args: argparse.Namespace) -> int:
     say(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
         f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
         f"{world} process{'es' if world > 1 else ''}; writing to {out}")
-    history = trainer.fit(resume=args.resume)
+    history = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     last = history.train_bpd[-1] if history.train_bpd else float("nan")
     message = f"done: epoch {trainer.epoch}, train {last:.4f} bits/dim"
-    if history.val_bpd:
+    if history.best_epoch >= 0:
         message += f", best validation {history.best_val_bpd:.4f} bits/dim (epoch {history.best_epoch + 1})"
     say(message)
+    best_written = os.path.isdir(trainer.best_path)
     say(f"checkpoints: {os.path.abspath(trainer.last_path)}" +
-        (f", {os.path.abspath(trainer.best_path)}" if history.val_bpd else ""))
+        (f", {os.path.abspath(trainer.best_path)}" if best_written else ""))
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0
 
 
+# -- sample --------------------------------------------------------------------------------------------
+def check_output_file(path: str, option: str = "-o/--output") -> None:
+    """Refuse an output path that cannot become a file, before the work that would fill it."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a directory; expected the path of a PNG file")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # missing directories are created, unless a file is in the way
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path}: {parent} is a file, not a directory")
+
+
 def _partial(path: str, model, n: int, keep_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """A PNG of the model's size as levels, repeated n times, with its top rows marked known."""
-    from PIL import Image
+    from fastgen.data.files import read_image
 
     channels, (height, width) = model.in_channels, model.image_size
-    try:
-        image = Image.open(path).convert("L" if channels == 1 else "RGB")
-    except OSError as e:
-        raise SystemExit(f"fastgen sample: --partial {path}: not a readable image ({e})") from None
-    if image.size != (width, height):
-        raise SystemExit(f"fastgen sample: --partial {path} is {image.size[0]}x{image.size[1]}, the model samples "
-                         f"{width}x{height}")
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.int64).copy()).reshape(height, width, -1).permute(2, 0, 1)
+    if keep_rows is not None and not 0 <= keep_rows <= height:
+        raise ValueError(f"--keep-rows must be between 0 and {height} (the model's image height), got {keep_rows}")
+    array, _ = read_image(path, "L" if channels == 1 else "RGB", None)
+    if array.shape[1:] != (height, width):
+        raise ValueError(f"--partial {path} is {array.shape[2]}x{array.shape[1]}, the model samples {width}x{height}")
+    pixels = torch.from_numpy(array.astype(np.int64))
     levels = torch.div(pixels * model.levels, 256, rounding_mode="floor")
     known = torch.zeros(height, width, dtype=torch.bool)
     known[: height // 2 if keep_rows is None else keep_rows] = True
@@ -148,22 +243,22 @@ def sample(args: argparse.Namespace) -> int:
     from fastgen.train import save_grid
     from fastgen.train.distributed import init_from_env, shard
 
+    check_output_file(args.output)
     rank, world, device = init_from_env(args.device)
     model = fastgen.load(args.checkpoint, device, ema=not args.no_ema).eval()
     latent_model = isinstance(model, (fastgen.models.VAE, fastgen.models.GAN))
     if latent_model and (args.partial or args.naive):
-        raise SystemExit(f"fastgen sample: --partial and --naive are for autoregressive models, not a "
-                         f"{type(model).__name__}")
+        raise ValueError(f"--partial and --naive are for autoregressive models, not a {type(model).__name__}")
     if getattr(model, "cond_channels", None) is not None:
-        raise SystemExit("fastgen sample: this model needs a spatial conditioning map; sample it from Python")
+        raise ValueError("this model needs a spatial conditioning map; sample it from Python")
     labels = None
     if model.n_classes is not None:
         if args.cls is not None and not 0 <= args.cls < model.n_classes:
-            raise SystemExit(f"fastgen sample: --class must be in [0, {model.n_classes}), got {args.cls}")
+            raise ValueError(f"--class must be in [0, {model.n_classes}), got {args.cls}")
         labels = (torch.full((args.n,), args.cls) if args.cls is not None
                   else torch.arange(args.n) % model.n_classes)
     elif args.cls is not None:
-        raise SystemExit("fastgen sample: --class given, but the model is not class-conditional")
+        raise ValueError("--class given, but the model is not class-conditional")
     partial = _partial(args.partial, model, args.n, args.keep_rows) if args.partial else None
     noise = None if latent_model else draw_noise(args.n, model.noise_shape,
                                                  generator=torch.Generator().manual_seed(args.seed))
@@ -188,110 +283,144 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- eval ----------------------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> int:
     import fastgen
     from fastgen.data import load
+    from fastgen.train.distributed import resolve_device
     from fastgen.train.evaluate import bits_per_dim_on
 
-    model = fastgen.load(args.checkpoint, args.device, ema=not args.no_ema)
+    device = resolve_device(args.device)
+    model = fastgen.load(args.checkpoint, device, ema=not args.no_ema)
     if isinstance(model, fastgen.models.GAN):
-        raise SystemExit("fastgen eval: a GAN has no likelihood to evaluate")
+        raise ValueError("a GAN has no likelihood to evaluate")
+    if getattr(model, "cond_channels", None) is not None:
+        raise ValueError("this model needs a spatial conditioning map; evaluate it from Python")
     data = load(args.data, args.split)
+    if data.shape != (model.in_channels, *model.image_size):
+        raise ValueError(f"{data.name} has images of shape {data.shape}, the model takes "
+                         f"{(model.in_channels, *model.image_size)}")
+    if data.levels < model.levels:
+        raise ValueError(f"{data.name} has {data.levels} levels, fewer than the model's {model.levels}")
     if data.levels != model.levels:
         data = data.quantize(model.levels)
-    bpd = bits_per_dim_on(model, data, batch_size=args.batch_size, device=args.device)
+    if model.n_classes is not None and data.n_classes is not None and data.n_classes > model.n_classes:
+        raise ValueError(f"{data.name} has {data.n_classes} classes, the model {model.n_classes}")
+    bpd = bits_per_dim_on(model, data, batch_size=args.batch_size, device=device)
     bound = " (negative ELBO, an upper bound)" if isinstance(model, fastgen.models.VAE) else ""
     print(f"{args.data} ({args.split}, {len(data)} images): {bpd:.4f} bits/dim{bound}, "
           f"{bpd * math.log(2.0) * model.dims:.2f} nats per image")
     if isinstance(model, fastgen.models.VAE) and model.variational and args.k:
-        nats = _importance_weighted_nll(model, data, args)
+        nats = _importance_weighted_nll(model, data, args, device)
         print(f"  importance-weighted estimate, k={args.k}: {nats / (math.log(2.0) * model.dims):.4f} bits/dim, "
               f"{nats:.2f} nats per image")
     return 0
 
 
 @torch.no_grad()
-def _importance_weighted_nll(model, data, args: argparse.Namespace) -> float:
+def _importance_weighted_nll(model, data, args: argparse.Namespace, device: torch.device) -> float:
     """Mean -log p(x) of a VAE over ``data`` by importance weighting with args.k samples."""
     model.eval()
-    total, generator = 0.0, torch.Generator(args.device).manual_seed(0)
+    total, generator = 0.0, torch.Generator(device).manual_seed(0)
     for index in torch.arange(len(data)).split(max(1, args.batch_size // 4)):
-        x = data.images[index].to(args.device, torch.long)
-        labels = data.labels[index].to(args.device) if model.n_classes is not None else None
+        x = data.images[index].to(device, torch.long)
+        labels = data.labels[index].to(device) if model.n_classes is not None else None
         total -= model.log_likelihood(x, labels, k=args.k, generator=generator).nats.sum().item()
     return total / len(data)
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    t = commands.add_parser("train", help="train a model on a data set, writing checkpoints, sample grids and "
-                                          "metrics.jsonl to --out")
+# -- parsers -------------------------------------------------------------------------------------------
+def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The train, sample and eval parsers (``parents``: options every command takes, e.g. --debug)."""
+    t = commands.add_parser("train", parents=parents, help="train a model on a data set, writing checkpoints, "
+                                                           "sample grids and metrics.jsonl to --out")
     t.add_argument("model", choices=MODELS)
     t.add_argument("--data", required=True, help="digits | digits-binary | mnist:DIR | cifar10:DIR | folder:DIR | "
                                                  "npz:FILE")
-    t.add_argument("--levels", type=int, default=None, help="quantise the data to this many levels")
-    t.add_argument("--val-fraction", type=float, default=0.05,
-                   help="training images held out for validation (the digits have their own split)")
+    t.add_argument("--levels", type=int_option(2, 65536), default=None, help="quantise the data to this many levels")
+    t.add_argument("--val-fraction", type=float_option(0.0, 1.0, high_open=True), default=0.05,
+                   help="training images held out for validation, in [0, 1) (the digits have their own split)")
     t.add_argument("--conditional", action="store_true", help="condition on the data set's class labels")
-    t.add_argument("--hidden", type=int, default=64,
+    t.add_argument("--hidden", type=int_option(1, 4096), default=64,
                    help="hidden channels (default 64); vae and mlp-gan layers are 4x wider, dcgan's first is 1/2")
-    t.add_argument("--layers", type=int, default=6,
+    t.add_argument("--layers", type=int_option(1, 256), default=6,
                    help="layers / residual blocks (default 6); pixelcnnpp: gated resnets per resolution")
-    t.add_argument("--kernel-size", type=int, default=None, help="default 5 (gated-pixelcnn), 3 (pixelcnn)")
-    t.add_argument("--dropout", type=float, default=0.0, help="gated-pixelcnn, pixelcnnpp (default 0)")
-    t.add_argument("--nr-mix", type=int, default=5, help="pixelcnnpp: logistic mixture components (default 5)")
+    t.add_argument("--kernel-size", type=int_option(1, 31), default=None,
+                   help="odd; default 5 (gated-pixelcnn), 3 (pixelcnn)")
+    t.add_argument("--dropout", type=float_option(0.0, 1.0, high_open=True), default=0.0,
+                   help="gated-pixelcnn, pixelcnnpp (default 0)")
+    t.add_argument("--nr-mix", type=int_option(1, 100), default=5,
+                   help="pixelcnnpp: logistic mixture components (default 5)")
     t.add_argument("--weight-norm", action="store_true", help="pixelcnnpp: weight-normalise every convolution")
-    t.add_argument("--latent-dim", type=int, default=16, help="vae, dcgan, mlp-gan: latent size (default 16)")
+    t.add_argument("--latent-dim", type=int_option(1, 4096), default=16,
+                   help="vae, dcgan, mlp-gan: latent size (default 16)")
     t.add_argument("--likelihood", default="categorical", choices=("bernoulli", "categorical", "gaussian", "logistic"),
                    help="vae: p(x|z) (default categorical)")
     t.add_argument("--arch", default="conv", choices=("mlp", "conv"), help="vae: encoder/decoder (default conv)")
-    t.add_argument("--beta", type=float, default=1.0, help="vae: KL weight (default 1)")
+    t.add_argument("--beta", type=float_option(0.0), default=1.0, help="vae: KL weight, >= 0 (default 1)")
     t.add_argument("--loss", default="non_saturating",
                    choices=("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"),
                    help="dcgan, mlp-gan: the GAN loss (default non_saturating)")
-    t.add_argument("--n-critic", type=int, default=1, help="dcgan, mlp-gan: discriminator steps per generator step")
-    t.add_argument("--gp-weight", type=float, default=None, help="dcgan, mlp-gan: WGAN-GP penalty weight (e.g. 10)")
+    t.add_argument("--n-critic", type=int_option(1), default=1,
+                   help="dcgan, mlp-gan: discriminator steps per generator step")
+    t.add_argument("--gp-weight", type=float_option(0.0, low_open=True), default=None,
+                   help="dcgan, mlp-gan: WGAN-GP penalty weight (e.g. 10)")
     t.add_argument("--norm", default="batch", choices=("batch", "layer", "none"),
                    help="dcgan: discriminator normalisation (WGAN-GP: layer or none)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 1e-3; GANs 2e-4, Wasserstein 1e-4)")
-    t.add_argument("--lr-decay", type=float, default=1.0, help="learning rate factor per epoch")
-    t.add_argument("--grad-clip", type=float, default=1.0)
-    t.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    t.add_argument("--epochs", type=int_option(1, MAX_EPOCHS), default=10)
+    t.add_argument("--batch-size", type=int_option(1), default=64)
+    t.add_argument("--lr", type=float_option(0.0, low_open=True), default=None,
+                   help="learning rate (default 1e-3; GANs 2e-4, Wasserstein 1e-4); with --resume, a new value "
+                        "applies from the resumed step on")
+    t.add_argument("--lr-decay", type=float_option(0.0, 1.0, low_open=True), default=1.0,
+                   help="learning rate factor per epoch, in (0, 1]")
+    t.add_argument("--grad-clip", type=float_option(0.0, low_open=True), default=1.0,
+                   help="maximum gradient norm, > 0 (default 1)")
+    t.add_argument("--ema", type=float_option(0.0, 1.0, low_open=True, high_open=True), default=None,
+                   metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999) for validation and sampling")
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast for the training loss")
-    t.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")
-    t.add_argument("--grid-samples", type=int, default=10, help="sample grid per epoch, this many per row (0: none)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last exactly where it stopped")
+    t.add_argument("--checkpoint-every", type=int_option(1), default=None, metavar="STEPS")
+    t.add_argument("--grid-samples", type=int_option(0, 100), default=10,
+                   help="sample grid per epoch, this many per row (0: none; at most 100)")
+    t.add_argument("--seed", type=SEED, default=0)
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument("--out", type=path_option, default=None, help="run directory (default runs/MODEL)")
+    run = t.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in OUT from OUT/last exactly where it stopped (give its options again)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run in OUT (its checkpoints, metrics and grids); without --resume or "
+                          "--overwrite, a directory that holds a run is refused")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(run=lambda args, extra: train(args))
 
-    s = commands.add_parser("sample", help="draw images from a checkpoint into a PNG grid")
-    s.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best, else last)")
-    s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    s.add_argument("-o", "--output", default="samples.png", help="PNG file (default samples.png)")
-    s.add_argument("--class", dest="cls", type=int, default=None, metavar="K",
+    s = commands.add_parser("sample", parents=parents, help="draw images from a checkpoint into a PNG grid")
+    s.add_argument("checkpoint", type=path_option,
+                   help="a checkpoint directory, or a run directory (its best, else last)")
+    s.add_argument("-n", type=int_option(1, MAX_SAMPLES), default=16,
+                   help=f"number of images (default 16, at most {MAX_SAMPLES})")
+    s.add_argument("-o", "--output", type=path_option, default="samples.png", help="PNG file (default samples.png)")
+    s.add_argument("--class", dest="cls", type=int_option(0), default=None, metavar="K",
                    help="class of every image (default: classes in turn, one row per class)")
-    s.add_argument("--partial", default=None, metavar="IMAGE",
+    s.add_argument("--partial", type=path_option, default=None, metavar="IMAGE",
                    help="complete this PNG (the model's size): its top rows are kept, the rest sampled")
-    s.add_argument("--keep-rows", type=int, default=None, help="rows of --partial to keep (default: half)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--keep-rows", type=int_option(0), default=None, help="rows of --partial to keep (default: half)")
+    s.add_argument("--seed", type=SEED, default=0)
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     s.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     s.add_argument("--naive", action="store_true", help="the naive sampler (one forward pass per sub-pixel)")
     s.set_defaults(run=lambda args, extra: sample(args))
 
-    e = commands.add_parser("eval", help="bits/dim of a checkpoint on a data set")
-    e.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best, else last)")
+    e = commands.add_parser("eval", parents=parents, help="bits/dim of a checkpoint on a data set")
+    e.add_argument("checkpoint", type=path_option,
+                   help="a checkpoint directory, or a run directory (its best, else last)")
     e.add_argument("--data", required=True, help="as for train")
-    e.add_argument("--split", default="test", help="train | val (digits) | test (default test)")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--k", type=int, default=100,
+    e.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="train | val (digits only) | test (default test)")
+    e.add_argument("--batch-size", type=int_option(1), default=256)
+    e.add_argument("--k", type=int_option(0, MAX_IW_SAMPLES), default=100,
                    help="vae: samples of the importance-weighted likelihood estimate (0: skip; default 100)")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     e.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     e.set_defaults(run=lambda args, extra: evaluate(args))

@@ -3,6 +3,7 @@ bits/dim next to an independent per-pixel baseline, and write a 10 x 10 sample g
 class)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -43,16 +44,34 @@ def recognised_fraction(classifier, samples: torch.Tensor, labels: torch.Tensor)
     return float((predicted == labels.cpu().numpy()).mean())
 
 
-def run_demo(out_dir: str = "runs/demo", *, epochs: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Train, evaluate the best checkpoint on the test split, sample the grid. Returns the figures."""
+def is_demo_run(out_dir: str) -> bool:
+    """Whether ``out_dir`` holds a run of this demo (its model), which the demo may replace."""
+    from fastgen.train.checkpoint import read_config
+
+    for name in ("last", "best"):
+        try:
+            _, config = read_config(os.path.join(out_dir, name))
+        except ValueError:
+            continue
+        with torch.device("meta"):  # only its config is needed
+            demo_config = GatedPixelCNN(**DEMO_MODEL).config()
+        return config["model_type"] == "GatedPixelCNN" and config["model_config"] == json.loads(json.dumps(demo_config))
+    return False
+
+
+def run_demo(out_dir: str = "runs/demo", *, epochs: int | None = None, seed: int = 0, progress: bool = True,
+             overwrite: bool = False) -> dict:
+    """Train, evaluate the best checkpoint on the test split, sample the grid. Returns the figures.
+    An earlier demo run in ``out_dir`` is replaced; any other run there is refused (RunDirectoryError)
+    unless ``overwrite``."""
     train, val, test = digits("train"), digits("val"), digits("test")
     torch.manual_seed(seed)
     model = GatedPixelCNN(**DEMO_MODEL)
     cfg = TrainConfig(**(DEMO_TRAINING | {"seed": seed, "progress": progress, "grid_samples": 0}
-                         | ({"epochs": epochs} if epochs else {})))
+                         | ({"epochs": epochs} if epochs is not None else {})))
     trainer = Trainer(model, train, val, out_dir, cfg)
     start = time.perf_counter()
-    trainer.fit()
+    trainer.fit(overwrite=overwrite or is_demo_run(out_dir))
     seconds = time.perf_counter() - start
     best = model_from_checkpoint(trainer.best_path)
     trainer.model = best
@@ -65,10 +84,11 @@ def run_demo(out_dir: str = "runs/demo", *, epochs: int | None = None, seed: int
             "model": best}
 
 
-def main(out_dir: str = "runs/demo", epochs: int | None = None, seed: int = 0, progress: bool = True) -> int:
+def main(out_dir: str = "runs/demo", epochs: int | None = None, seed: int = 0, progress: bool = True,
+         overwrite: bool = False) -> int:
     print(f"fastgen demo: class-conditional Gated PixelCNN on the bundled 8x8 digits (17 levels), "
           f"{torch.get_num_threads()} CPU threads")
-    result = run_demo(out_dir, epochs=epochs, seed=seed, progress=progress)
+    result = run_demo(out_dir, epochs=epochs, seed=seed, progress=progress, overwrite=overwrite)
     print(f"trained in {result['train_seconds']:.0f} s; best validation epoch {result['best_epoch']}")
     print(f"test NLL: {result['test_bpd']:.3f} bits/dim "
           f"(independent per-pixel baseline: {result['baseline_bpd']:.3f} bits/dim)")

@@ -19,6 +19,8 @@ def _check_latent(name: str, z: object) -> torch.Tensor:
     if not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.dim() not in (1, 2):
         got = f"{z.dtype} {tuple(z.shape)}" if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"{name} must be a floating-point latent (D,) or batch of latents (N, D), got {got}")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError(f"{name} holds NaN or infinite values")
     return z
 
 
@@ -57,10 +59,13 @@ def traversal(z: torch.Tensor, values: torch.Tensor | None = None, dims: list[in
     _check_latent("z", z)
     if z.dim() != 1:
         raise ValueError(f"z must be one latent (D,), got shape {tuple(z.shape)}")
+    if values is not None and (not isinstance(values, torch.Tensor) or values.dim() != 1 or not len(values)
+                               or not bool(torch.isfinite(values).all())):
+        raise ValueError(f"values must be a non-empty 1-D tensor of finite numbers, got {values!r:.60}")
     values = torch.linspace(-3, 3, 9, dtype=z.dtype, device=z.device) if values is None else values.to(z)
     dims = list(range(z.shape[0])) if dims is None else list(dims)
     for d in dims:
-        if not 0 <= d < z.shape[0]:
+        if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < z.shape[0]:
             raise ValueError(f"dims must index the latent's {z.shape[0]} dimensions, got {d}")
     out = z.repeat(len(dims), len(values), 1)
     for row, d in enumerate(dims):

@@ -30,6 +30,15 @@ def params(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def refused(argv: list[str], capsys) -> str:
+    """The one-line error of a command that must be refused as a user error (exit code 2)."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgen: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
 def test_train_sample_eval(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "gated-pixelcnn", "--data", "digits", "--epochs", "2", "--conditional", "--grid-samples",
@@ -63,8 +72,8 @@ def test_vae_train_sample_eval(tmp_path, capsys):
     elbo_bpd = float(out.split("images): ")[1].split(" bits/dim")[0])
     iw_bpd = float(out.split("k=20: ")[1].split(" bits/dim")[0])
     assert "negative ELBO, an upper bound" in out and 0 < iw_bpd <= elbo_bpd
-    with pytest.raises(SystemExit, match="--partial and --naive are for autoregressive models"):
-        main(["sample", run, "--naive", "-o", str(tmp_path / "x.png")])
+    assert "--partial and --naive are for autoregressive models" in refused(
+        ["sample", run, "--naive", "-o", str(tmp_path / "x.png")], capsys)
 
 
 def test_gan_train_sample(tmp_path, capsys):
@@ -75,8 +84,7 @@ def test_gan_train_sample(tmp_path, capsys):
     assert "hinge loss" in out and "discriminator" in out
     assert {"last", "metrics.jsonl", "samples"} <= set(os.listdir(run))
     assert main(["sample", run, "-n", "6", "--class", "3", "-o", str(tmp_path / "gan.png")]) == 0
-    with pytest.raises(SystemExit, match="a GAN has no likelihood"):
-        main(["eval", run, "--data", "digits"])
+    assert "a GAN has no likelihood" in refused(["eval", run, "--data", "digits"], capsys)
 
 
 def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):
@@ -98,13 +106,13 @@ def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):
     completed = model.sample(4, torch.full((4,), 3), partial=(image, known), generator=torch.Generator().manual_seed(0))
     assert torch.equal(completed[:, :, :5], image[:, :, :5])
 
-    with pytest.raises(SystemExit, match=r"--class must be in \[0, 10\)"):
-        main(["sample", run, "--class", "10", "-o", str(tmp_path / "x.png")])
+    assert "--class must be in [0, 10)" in refused(["sample", run, "--class", "10", "-o", str(tmp_path / "x.png")],
+                                                   capsys)
     Image.fromarray(top[:4].numpy()).save(tmp_path / "small.png")
-    with pytest.raises(SystemExit, match="is 8x4, the model samples 8x8"):
-        main(["sample", run, "--partial", str(tmp_path / "small.png"), "-o", str(tmp_path / "x.png")])
-    with pytest.raises(ValueError, match="no fastgen checkpoint there"):
-        main(["sample", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.png")])
+    assert "is 8x4, the model samples 8x8" in refused(
+        ["sample", run, "--partial", str(tmp_path / "small.png"), "-o", str(tmp_path / "x.png")], capsys)
+    assert "no fastgen checkpoint there" in refused(["sample", str(tmp_path / "nothing"), "-o",
+                                                     str(tmp_path / "x.png")], capsys)
 
 
 def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
@@ -161,3 +169,131 @@ def test_two_processes_under_torchrun_match_one(tmp_path):
                            capture_output=True, text=True, cwd=ROOT)
     assert single.returncode == 0 and split.returncode == 0, split.stderr
     assert (tmp_path / "single.png").read_bytes() == (tmp_path / "split.png").read_bytes()
+
+
+# -- user errors: one line, exit code 2, no traceback ----------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A trained tiny VAE run, a damaged copy of it, a plain directory and a file."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("runs")
+    vae = str(root / "vae")
+    assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden", "8",
+                 "--grid-samples", "0", "--out", vae, "--quiet"]) == 0
+    shutil.copytree(os.path.join(vae, "last"), root / "cut")
+    weights = root / "cut" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    (root / "dir").mkdir()
+    (root / "file.txt").write_text("not a directory")
+    return {"vae": vae, "cut": str(root / "cut"), "dir": str(root / "dir"), "file": str(root / "file.txt"),
+            "root": str(root)}
+
+
+USER_ERRORS = [
+    (["sample", "{vae}", "-n", "0", "-o", "{root}/x.png"], "argument -n: must be a positive integer"),
+    (["sample", "{vae}", "-o", "{dir}"], "is a directory; expected the path of a PNG file"),
+    (["sample", "{vae}", "-o", "{file}/x.png"], "is a file, not a directory"),
+    (["sample", "{vae}", "--device", "gpu", "-o", "{root}/x.png"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
+    (["sample", "{cut}", "-o", "{root}/x.png"], "model.safetensors: not readable safetensors weights"),
+    (["sample", "{dir}", "-o", "{root}/x.png"], "no fastgen checkpoint there"),
+    (["sample", "{vae}", "--seed", "-1", "-o", "{root}/x.png"], "argument --seed: must be a non-negative integer"),
+    (["eval", "{vae}", "--data", "digits", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+    (["eval", "{vae}", "--data", "npz:{file}"], "cannot be read as .npz"),
+    (["eval", "{vae}", "--data", "digits", "--k", "-5"], "argument --k: must be a non-negative integer"),
+    (["train", "vae", "--data", "digits", "--val-fraction", "1.5", "--out", "{root}/t"],
+     r"argument --val-fraction: must be a finite number in [0, 1)"),
+    (["train", "vae", "--data", "digits", "--batch-size", "0", "--out", "{root}/t"],
+     "argument --batch-size: must be a positive integer"),
+    (["train", "vae", "--data", "imagenet:/x", "--out", "{root}/t"], "data spec must be one of"),
+    (["train", "vae", "--data", "npz:{root}/missing.npz", "--out", "{root}/t"], "missing.npz: no such file"),
+    (["train", "vae", "--data", "folder:{file}", "--out", "{root}/t"], "is not a directory"),
+    (["train", "vae", "--data", "digits", "--lr", "inf", "--out", "{root}/t"], "argument --lr: must be positive"),
+    (["train", "vae", "--data", "digits", "--lr", "nan", "--out", "{root}/t"], "argument --lr: must be positive"),
+    (["train", "vae", "--data", "digits", "--lr-decay", "-1", "--out", "{root}/t"],
+     r"argument --lr-decay: must be a finite number in (0, 1]"),
+    (["train", "vae", "--data", "digits", "--grad-clip", "-1", "--out", "{root}/t"], "argument --grad-clip"),
+    (["train", "vae", "--data", "digits", "--epochs", "0", "--out", "{root}/t"], "argument --epochs"),
+    (["train", "vae", "--data", "digits", "--levels", "40", "--out", "{root}/t"], "--levels can only reduce them"),
+    (["train", "vae", "--data", "digits", "--out", "{file}"], "not a directory"),
+    (["train", "vae", "--data", "digits", "--out", "{vae}"], "already holds a run"),
+    (["train", "vae", "--data", "digits", "--resume", "--out", "{dir}"], "nothing to resume"),
+    (["train", "vae", "--data", "digits", "--resume", "--overwrite", "--out", "{dir}"], "not allowed with argument"),
+    (["train", "gated-pixelcnn", "--data", "digits", "--hidden", "4096", "--layers", "256", "--out", "{root}/t"],
+     "more than the"),
+    (["train", "vae", "--data", "digits", "--bogus", "--out", "{root}/t"], "unrecognized arguments: --bogus"),
+    (["demo", "--epochs", "0"], "argument --epochs: must be a positive integer"),
+    (["demo", "--epochs", "-2"], "argument --epochs: must be a positive integer"),
+    (["demo", "--out", "{vae}"], "already holds a run"),
+    (["info", "--verbose"], "unrecognized arguments"),
+    (["bench", "--device", "gpu"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
+    (["bench", "--repeats", "0"], "argument --repeats: must be a positive integer"),
+    ([], "the following arguments are required: command"),
+]
+if not torch.cuda.is_available():
+    USER_ERRORS.append((["sample", "{vae}", "--device", "cuda", "-o", "{root}/x.png"],
+                        "no CUDA GPU is available here"))
+
+
+@pytest.mark.parametrize("argv,message", USER_ERRORS, ids=[" ".join(a) or "nothing" for a, _ in USER_ERRORS])
+def test_user_errors_are_one_line_with_exit_code_2(tiny_runs, capsys, argv, message):
+    argv = [a.format(**tiny_runs) for a in argv]
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits through its error()
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("fastgen: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and message in err, err
+
+
+def test_the_installed_command_prints_one_line_and_debug_the_traceback(tmp_path):
+    plain = fastgen_cli("sample", str(tmp_path / "nothing"))
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
+    for argv in (["--debug", "sample", str(tmp_path / "nothing")], ["sample", str(tmp_path / "nothing"), "--debug"]):
+        debug = fastgen_cli(*argv)
+        assert debug.returncode == 1 and "Traceback" in debug.stderr and "CheckpointError" in debug.stderr
+
+
+def test_bench_outside_the_source_checkout_is_one_line(tmp_path):
+    """Outside a checkout there is no bench package, and find_spec raised ModuleNotFoundError."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "fastgen", "bench", "--quick"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "the benchmark harness lives in the source checkout" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_finished_run_is_not_clobbered_and_overwrite_replaces_it(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--grid-samples", "0", "--out", out, *TINY]
+    assert main(args) == 0
+    best = (tmp_path / "run" / "best" / "model.safetensors").read_bytes()
+    assert "already holds a run (best/, last/, metrics.jsonl)" in refused([*args, "--lr", "0.5"], capsys)
+    assert (tmp_path / "run" / "best" / "model.safetensors").read_bytes() == best
+    assert main([*args, "--overwrite", "--seed", "3"]) == 0
+    assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["train_config"]["seed"] == 3
+
+
+def test_a_diverging_run_stops_with_one_line_and_no_best_it_never_wrote(tmp_path, capsys):
+    out = tmp_path / "vae"
+    err = refused(["train", "vae", "--data", "digits", "--epochs", "2", "--lr", "1e6", "--latent-dim", "2",
+                   "--hidden", "8", "--grid-samples", "2", "--out", str(out), "--quiet"], capsys)
+    assert "training diverged at step" in err and "Lower the learning rate (lr=1e+06)" in err
+    assert not (out / "best").exists() or torch.isfinite(params(fastgen.load(str(out / "best")))).all()
+    if (out / "metrics.jsonl").exists():
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            json.loads(line, parse_constant=lambda token: pytest.fail(f"{token} in metrics.jsonl"))
+
+
+def test_a_new_learning_rate_on_resume_applies_with_a_warning(tmp_path, capsys):
+    args = ["train", "pixelcnn", "--data", "digits", "--grid-samples", "0", "--batch-size", "256",
+            "--out", str(tmp_path / "run"), *TINY]
+    assert main([*args, "--epochs", "1", "--lr", "2e-3"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2", "--lr", "1e-4", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "fastgen: warning: resuming" in err and "lr changes from 0.002 to 0.0001" in err
+    state = torch.load(tmp_path / "run" / "last" / "training.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)

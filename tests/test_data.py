@@ -193,3 +193,159 @@ class TestImageDataset:
     def test_bad_spec(self):
         with pytest.raises(ValueError, match="data spec must be one of"):
             load("imagenet:/x")
+
+
+# -- loaders never cast silently, and never inflate what a file cannot hold ---------------------------
+class TestNoSilentCasts:
+    def write_cifar(self, directory, data, labels=None):
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            batch = {b"data": data, b"labels": list(range(len(data))) if labels is None else labels}
+            (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+    @pytest.mark.parametrize("value,dtype,message", [
+        (300.7, np.float64, "pixels are float64, not integers"),
+        (-1, np.int64, "holds the pixel value -1, outside"),
+        (300, np.int64, "holds the pixel value 300, outside"),
+    ])
+    def test_cifar_pixels_outside_bytes_are_refused(self, tmp_path, value, dtype, message):
+        data = np.zeros((2, 3072), dtype=dtype)
+        data[1, 5] = value
+        self.write_cifar(tmp_path, data)
+        with pytest.raises(DataError, match=rf"data_batch_1: {message}"):
+            load_cifar10(tmp_path)
+
+    @pytest.mark.parametrize("labels,message", [([0.0, 1.5], "labels are float64, not integers"),
+                                                ([0, 10], r"holds the label 10 \(at index 1\), outside the 10 classes"),
+                                                ([-1, 0], "holds the label -1")])
+    def test_cifar_labels_must_be_classes(self, tmp_path, labels, message):
+        self.write_cifar(tmp_path, np.zeros((2, 3072), np.uint8), labels)
+        with pytest.raises(DataError, match=message):
+            load_cifar10(tmp_path)
+
+    def test_npz_layouts_that_would_be_guessed_are_refused(self, tmp_path):
+        for shape in ((2, 6, 5, 4), (2, 4, 6, 5), (2, 6, 5, 2)):
+            np.savez(tmp_path / "d.npz", images=np.zeros(shape, np.uint8))
+            with pytest.raises(DataError, match=r"no channel axis of 1 or 3"):
+                load_npz(tmp_path / "d.npz")
+        np.savez(tmp_path / "d.npz", images=np.zeros((2, 6, 5, 4), np.uint8))
+        with pytest.raises(DataError, match=r"RGBA\? drop the alpha channel first"):
+            load_npz(tmp_path / "d.npz")
+
+    def test_npz_values_and_labels(self, tmp_path):
+        np.savez(tmp_path / "w.npz", images=np.full((2, 3, 3), 300, np.uint16))
+        with pytest.raises(DataError, match=r"pixel value 300, outside \[0, 255\] \(16-bit data"):
+            load_npz(tmp_path / "w.npz")
+        np.savez(tmp_path / "i.npz", images=np.full((2, 3, 3), 200, np.int64), labels=np.array([0, 1]))
+        assert load_npz(tmp_path / "i.npz").images.dtype == torch.uint8  # integer pixels in range are fine
+        for labels, message in ((np.array([0.0, 2.7]), "labels are float64, not integers"),
+                                (np.array([0, -3]), "holds the label -3"),
+                                (np.array([True, False]), "labels are bool")):
+            np.savez(tmp_path / "l.npz", images=np.zeros((2, 3, 3), np.uint8), labels=labels)
+            with pytest.raises(DataError, match=message):
+                load_npz(tmp_path / "l.npz")
+        np.savez(tmp_path / "s.npz", images=np.zeros((2, 3, 3), np.uint8), labels=np.array([0, 255]))
+        with pytest.warns(UserWarning, match=r"the labels make 256 classes \(0..255\), and only 2 occur"):
+            assert load_npz(tmp_path / "s.npz").n_classes == 256
+        with pytest.raises(DataError, match="outside the 10 classes"):
+            load_npz(tmp_path / "s.npz", n_classes=10)
+
+    def test_mnist_labels_must_be_digits(self, tmp_path):
+        write_idx(tmp_path / "img", np.zeros((2, 4, 4), dtype=np.uint8))
+        write_idx(tmp_path / "lab", np.array([3, 255], dtype=np.uint8))
+        with pytest.raises(DataError, match=r"lab: holds the label 255 \(at index 1\), outside the 10 classes"):
+            load_mnist(tmp_path / "img", tmp_path / "lab")
+        assert load_mnist(tmp_path / "img", tmp_path / "lab", n_classes=256).n_classes == 256
+
+    def test_sixteen_bit_png_keeps_its_high_byte(self, tmp_path):
+        from PIL import Image
+
+        grey = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
+        Image.fromarray(grey).save(tmp_path / "g.png")
+        assert Image.open(tmp_path / "g.png").mode == "I;16"
+        d = load_image_folder(tmp_path, grey=True)
+        assert torch.equal(d.images[0, 0], torch.from_numpy((grey >> 8).astype(np.uint8)))  # 57000 -> 222, not 255
+
+    def test_transparency_is_dropped_with_a_warning(self, tmp_path):
+        from PIL import Image
+
+        rgba = np.random.default_rng(0).integers(0, 256, (4, 5, 4), dtype=np.uint8)
+        rgba[..., 3] = 255
+        Image.fromarray(rgba).save(tmp_path / "opaque.png")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            d = load_image_folder(tmp_path)  # an opaque alpha channel loses nothing: no warning
+        assert torch.equal(d.images[0], torch.from_numpy(rgba[..., :3]).permute(2, 0, 1))
+        rgba[0, 0, 3] = 0
+        Image.fromarray(rgba).save(tmp_path / "clear.png")
+        with pytest.warns(UserWarning, match=r"1 image\(s\) have transparent pixels .*clear.png.*alpha channel is "
+                                             "dropped"):
+            load_image_folder(tmp_path)
+
+    def test_image_dataset_checks_labels_and_values(self):
+        images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+        with pytest.raises(ValueError, match="labels must be an integer tensor, got torch.float32"):
+            ImageDataset(images, torch.tensor([0.0, 2.7]), 4)
+        with pytest.raises(ValueError, match="labels must be >= 0, got -1"):
+            ImageDataset(images, torch.tensor([0, -1]), 4)
+        with pytest.raises(ValueError, match=r"labels must be \[0, 2\) \(one per class name\), got 2"):
+            ImageDataset(images, torch.tensor([0, 2]), 4, ["a", "b"])
+        with pytest.raises(ValueError, match="image values reach -1"):
+            ImageDataset(torch.full((1, 1, 2, 2), -1), None, 4)
+        with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+            ImageDataset(images, None, 1)
+
+    def test_splits_other_than_the_files_are_refused(self, tmp_path):
+        with pytest.raises(ValueError, match=r"split must be one of \('train', 'test'\) for mnist data, got 'val'"):
+            load(f"mnist:{tmp_path}", "val")
+        with pytest.raises(TypeError, match="data spec must be a string"):
+            load(None)
+
+
+class TestNoMemoryBombs:
+    def test_a_gzip_idx_file_is_streamed_as_far_as_its_header_says(self, tmp_path):
+        """A 100 kB gzip file that inflates to 100 MB, behind a header declaring 5 x 4 x 4 bytes: the
+        loader reads the header and one byte more than it declares, never the 100 MB."""
+        import tracemalloc
+
+        header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 5, 4, 4)
+        with gzip.open(tmp_path / "bomb.gz", "wb") as f:
+            f.write(header)
+            for _ in range(100):
+                f.write(bytes(1 << 20))
+        assert (tmp_path / "bomb.gz").stat().st_size < 200_000
+        tracemalloc.start()
+        try:
+            with pytest.raises(DataError, match=r"bomb.gz: holds more bytes of data where its header \(5, 4, 4\) "
+                                                r"needs 80"):
+                load_mnist(tmp_path / "bomb.gz")
+            assert tracemalloc.get_traced_memory()[1] < 5 << 20
+        finally:
+            tracemalloc.stop()
+
+    def test_absurd_declared_sizes_are_refused_before_reading(self, tmp_path):
+        header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 2**16, 2**16)
+        (tmp_path / "huge").write_bytes(header + bytes(100))
+        with pytest.raises(DataError, match=r"declares \(60000, 65536, 65536\).*more than"):
+            load_mnist(tmp_path / "huge")
+        with gzip.open(tmp_path / "lying.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 28, 28) + bytes(1000))
+        with pytest.raises(DataError, match="more than a gzip file of .* bytes can hold"):
+            load_mnist(tmp_path / "lying.gz")
+        (tmp_path / "long").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 1, 2, 2) + bytes(5))
+        with pytest.raises(DataError, match="holds 5 bytes of data where its header"):
+            load_mnist(tmp_path / "long")
+
+    def test_an_npz_header_declaring_more_than_its_entry_holds_is_refused(self, tmp_path):
+        import io
+        import zipfile
+
+        from numpy.lib import format as npy
+
+        buffer = io.BytesIO()
+        npy.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 100, 100)})
+        with zipfile.ZipFile(tmp_path / "lie.npz", "w") as archive:
+            archive.writestr("images.npy", buffer.getvalue() + bytes(64))
+        with pytest.raises(DataError, match=r"'images' declares 10000000000 bytes of data and holds 64"):
+            load_npz(tmp_path / "lie.npz")

@@ -165,3 +165,57 @@ class TestBadInput:
         unlabelled = fastgen.data.ImageDataset(digits("val").images, None, 17)
         with pytest.raises(ValueError, match="has no labels"):
             GANTrainer(model, unlabelled, "unused")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("cls", [DCGAN, MLPGAN])
+def test_sampling_in_other_dtypes(dtype, cls):
+    """float64 and bfloat16 GANs sample (they used to fail with a dtype mismatch in the first layer)."""
+    torch.manual_seed(0)
+    model = cls(1, 17, 8, latent_dim=4, n_classes=10).to(dtype)
+    images = model.sample(5, torch.arange(5), generator=torch.Generator().manual_seed(0))
+    assert images.dtype == torch.long and 0 <= int(images.min()) and int(images.max()) < 17
+    assert model.noise(3).dtype == dtype
+    assert model.images_from(torch.zeros(2, 4), torch.arange(2)).shape == (2, 1, 8, 8)  # a float32 z is cast
+
+
+def test_a_diverged_generator_is_refused_not_quantised():
+    """NaN weights used to give levels of -9223372036854775808."""
+    model = DCGAN(1, 17, 8, latent_dim=4, width=8)
+    with torch.no_grad():
+        next(model.generator.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="the generator produced NaN or infinite values"):
+        model.sample(4)
+
+
+def test_a_diverging_gan_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+    from fastgen.train import TrainingDiverged
+
+    class Diverging(GANTrainer):
+        def train_step(self, index):
+            if self.step == 7:
+                with torch.no_grad():
+                    next(self.model.discriminator.parameters()).fill_(float("inf"))
+            return super().train_step(index)
+
+    torch.manual_seed(0)
+    model = DCGAN(1, 17, 8, latent_dim=4, width=8)
+    cfg = GANTrainConfig(epochs=3, batch_size=64, progress=False, grid_samples=2, log_every=1)
+    trainer = Diverging(model, digits("train").subset(slice(0, 320)), str(tmp_path), cfg)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 8 \(epoch 2\): the discriminator loss is nan; the "
+                                               r"last good checkpoint, .*last \(step 5\), is kept"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in fastgen.load(str(tmp_path)).parameters())
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda token: pytest.fail(f"{token} in metrics.jsonl"))
+
+
+def test_an_epoch_without_generator_steps_logs_null_not_nan(tmp_path):
+    torch.manual_seed(0)
+    cfg = GANTrainConfig(epochs=1, batch_size=64, n_critic=10, progress=False, grid_samples=0)
+    history = GANTrainer(DCGAN(1, 17, 8, latent_dim=4, width=8), digits("train").subset(slice(0, 128)),
+                         str(tmp_path), cfg).fit()
+    assert history.g_loss == [None]
+    records = [json.loads(line, parse_constant=lambda token: pytest.fail(token))
+               for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["g_loss_epoch"] is None

@@ -55,6 +55,10 @@ def test_vector_arithmetic_is_a_difference_of_means():
     (lambda: manifold_grid(1), "n must be an integer >= 2"),
     (lambda: manifold_grid(4, low=0.0), "0 < low < high < 1"),
     (lambda: vector_arithmetic(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3)), "one latent size"),
+    (lambda: interpolate(torch.full((3,), float("nan")), torch.zeros(3), 3), "z0 holds NaN or infinite values"),
+    (lambda: traversal(torch.zeros(3), values=torch.tensor([0.0, float("inf")])), "values must be a non-empty 1-D"),
+    (lambda: traversal(torch.zeros(3), dims=[1.5]), "dims must index"),
+    (lambda: manifold_grid(4, low=float("nan")), "0 < low < high < 1"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):

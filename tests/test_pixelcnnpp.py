@@ -146,11 +146,12 @@ def test_trains_on_cifar10_files(tmp_path, capsys):
     assert "test, 2 images" in capsys.readouterr().out
 
 
-def test_image_sizes_that_cannot_be_halved_twice_are_refused(tmp_path):
+def test_image_sizes_that_cannot_be_halved_twice_are_refused(tmp_path, capsys):
     from PIL import Image
 
     for k in range(4):
         Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(tmp_path / f"{k}.png")
-    with pytest.raises(SystemExit, match="divisible by 4"):
-        main(["train", "pixelcnnpp", "--data", f"folder:{tmp_path}", "--out", str(tmp_path / "run"), "--epochs", "1",
-              *TINY])
+    assert main(["train", "pixelcnnpp", "--data", f"folder:{tmp_path}", "--out", str(tmp_path / "run"), "--epochs",
+                 "1", *TINY]) == 2  # a user error: one line and exit code 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgen: error: ") and "divisible by 4" in err

@@ -143,3 +143,27 @@ class TestBadInput:
             model.decode(torch.zeros(2, 5), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match="n must be a positive integer"):
             model.sample(0, torch.tensor([], dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_sampling_in_other_dtypes(dtype, likelihood):
+    """A float64 or bfloat16 VAE samples (it used to fail with "mat1 and mat2 must have the same
+    dtype"); z is drawn in float32 and cast, so the seed gives the same latents in every dtype, and
+    latents of another floating dtype are cast too."""
+    torch.manual_seed(0)
+    model = small_vae(likelihood, arch="conv", n_classes=10).to(dtype)
+    images = model.sample(6, torch.arange(6), draw=True, generator=torch.Generator().manual_seed(0))
+    assert images.dtype == torch.long and 0 <= int(images.min()) and int(images.max()) < 17
+    assert model.generate(torch.zeros(2, 4), torch.arange(2)).shape == (2, 1, 8, 8)  # a float32 z
+    with pytest.raises(ValueError, match="z must be a floating-point tensor, got torch.int64"):
+        model.generate(torch.zeros(2, 4, dtype=torch.long), torch.arange(2))
+
+
+def test_a_diverged_decoder_is_refused_not_quantised():
+    """NaN survives clamp(); .long() of it is an arbitrary integer far outside [0, levels)."""
+    model = small_vae("logistic")
+    with torch.no_grad():
+        next(model.decoder.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="the decoder produced NaN or infinite values"):
+        model.sample(3)

@@ -33,17 +33,38 @@ class ImageDataset(torch.utils.data.Dataset):
     name: str = "images"
 
     def __post_init__(self):
-        if self.images.dim() != 4 or self.images.is_floating_point():
-            raise ValueError(f"{self.name}: images must be an integer (N, C, H, W) tensor, got "
-                             f"{self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels is not None and tuple(self.labels.shape) != (self.images.shape[0],):
-            raise ValueError(f"{self.name}: labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
-        if self.images.numel() and int(self.images.max()) >= self.levels:
-            raise ValueError(f"{self.name}: image values reach {int(self.images.max())}, outside levels={self.levels}")
+        if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4 or self.images.is_floating_point() \
+                or self.images.is_complex() or self.images.dtype == torch.bool:
+            got = (f"{self.images.dtype} {tuple(self.images.shape)}" if isinstance(self.images, torch.Tensor)
+                   else type(self.images).__name__)
+            raise ValueError(f"{self.name}: images must be an integer (N, C, H, W) tensor, got {got}")
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
+            raise ValueError(f"{self.name}: levels must be an integer >= 2, got {self.levels!r}")
+        if self.images.numel():
+            low, high = int(self.images.min()), int(self.images.max())
+            if low < 0 or high >= self.levels:
+                raise ValueError(f"{self.name}: image values reach {low if low < 0 else high}, outside "
+                                 f"levels={self.levels} ([0, {self.levels}))")
         if self.labels is not None:
+            self._check_labels()
             self.labels = self.labels.long()
             if not self.classes and len(self.labels):
                 self.classes = [str(i) for i in range(int(self.labels.max()) + 1)]
+
+    def _check_labels(self) -> None:
+        """Labels are integers (a cast would truncate 2.7 to 2), one per image, in [0, len(classes))."""
+        labels = self.labels
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() \
+                or labels.dtype == torch.bool:
+            got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"{self.name}: labels must be an integer tensor, got {got}")
+        if tuple(labels.shape) != (self.images.shape[0],):
+            raise ValueError(f"{self.name}: labels must be ({self.images.shape[0]},), got {tuple(labels.shape)}")
+        if len(labels):
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or (self.classes and high >= len(self.classes)):
+                bound = f"[0, {len(self.classes)}) (one per class name)" if self.classes else ">= 0"
+                raise ValueError(f"{self.name}: labels must be {bound}, got {low if low < 0 else high}")
 
     def __len__(self) -> int:
         return self.images.shape[0]

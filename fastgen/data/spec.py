@@ -14,11 +14,17 @@ KINDS = ("digits", "digits-binary", "mnist", "cifar10", "folder", "npz")
 def load(spec: str, split: str = "train") -> ImageDataset:
     """The data set named by ``spec`` (see module docstring). ``mnist:DIR`` reads
     ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` from DIR; ``split`` is 'train' or 'test'
-    (and 'val' for the digits)."""
+    (and 'val' for the digits); a folder or an .npz file holds one split, returned for either."""
+    if not isinstance(spec, str):
+        raise TypeError(f"data spec must be a string such as 'digits' or 'mnist:PATH', got {type(spec).__name__}")
     kind, _, path = spec.partition(":")
     if kind not in KINDS or (kind.startswith("digits") != (path == "")):
         raise ValueError(f"data spec must be one of 'digits', 'digits-binary', 'mnist:PATH', 'cifar10:PATH', "
                          f"'folder:PATH', 'npz:PATH'; got {spec!r}")
+    splits = ("train", "val", "test") if kind.startswith("digits") else ("train", "test")
+    if split not in splits:
+        raise ValueError(f"split must be one of {splits} for {kind} data, got {split!r}"
+                         + ("" if kind.startswith("digits") else " (only the digits have a validation split)"))
     if kind.startswith("digits"):
         return digits(split, binarized=kind == "digits-binary")
     if kind == "mnist":

@@ -188,20 +188,30 @@ class GAN(nn.Module):
         return x.to(next(self.parameters()).dtype) * (2.0 / (self.levels - 1)) - 1.0
 
     def to_levels(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] quantised to integer levels."""
+        """Images in [-1, 1] quantised to integer levels. Non-finite values (a generator whose
+        weights diverged) raise a ValueError: NaN survives a clamp and would become an arbitrary
+        integer, far outside [0, levels)."""
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"the generator produced NaN or infinite values (weights "
+                             f"{next(self.parameters()).dtype}); its weights are probably not finite (a diverged run?)")
         top = self.levels - 1
         return ((images + 1) * (top / 2)).round().clamp(0, top).long()
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z ~ N(0, I), (n, latent_dim), on the model's device."""
-        return torch.randn(n, self.latent_dim, generator=generator, device=next(self.parameters()).device)
+        """z ~ N(0, I), (n, latent_dim), on the model's device and in its dtype (drawn in float32, so
+        that a seed gives the same latents whatever the dtype)."""
+        weight = next(self.parameters())
+        return torch.randn(n, self.latent_dim, generator=generator, device=weight.device).to(weight.dtype)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [-1, 1] from latents (N, latent_dim) (differentiable; the training path)."""
+        """Images in [-1, 1] from latents (N, latent_dim) (differentiable; the training path). A
+        floating-point z of another dtype is cast to the model's."""
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (N, {self.latent_dim}) (latent_dim={self.latent_dim}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-        return self.generator(z, check_labels(labels, z.shape[0], self.n_classes))
+        if not z.is_floating_point():
+            raise ValueError(f"z must be a floating-point tensor, got {z.dtype}")
+        return self.generator(z.to(next(self.parameters()).dtype), check_labels(labels, z.shape[0], self.n_classes))
 
     def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (N,) of images in [-1, 1]."""

@@ -179,7 +179,10 @@ class VAE(nn.Module):
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (N, {self.latent_dim}) (latent_dim={self.latent_dim}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-        return self._decode(z, check_labels(labels, z.shape[0], self.n_classes))
+        if not z.is_floating_point():
+            raise ValueError(f"z must be a floating-point tensor, got {z.dtype}")
+        # A latent of another floating dtype (e.g. float32 from fastgen.latent for a float64 model) is cast.
+        return self._decode(z.to(self.to_latent.weight.dtype), check_labels(labels, z.shape[0], self.n_classes))
 
     def _decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         out = self.decoder(self._condition(z, labels))
@@ -257,7 +260,12 @@ class VAE(nn.Module):
 
     # -- generation -------------------------------------------------------------------------------
     def _images_from(self, recon: torch.Tensor, draw: bool, generator: torch.Generator | None) -> torch.Tensor:
-        """Integer images from decoder outputs: a draw from p(x|z), or its most likely image."""
+        """Integer images from decoder outputs: a draw from p(x|z), or its most likely image.
+        Non-finite outputs (a decoder whose weights diverged) raise a ValueError: NaN would become
+        an arbitrary level."""
+        if not bool(torch.isfinite(recon).all()):
+            raise ValueError(f"the decoder produced NaN or infinite values (weights {self.to_latent.weight.dtype}); "
+                             "its weights are probably not finite (a diverged run?)")
         top = self.levels - 1
         if self.likelihood == "bernoulli":
             p = torch.sigmoid(recon)
@@ -286,8 +294,8 @@ class VAE(nn.Module):
         each z, or (``draw=True``) a draw from p(x|z)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        device = self.to_latent.weight.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        weight = self.to_latent.weight  # z is drawn in float32, so that a seed gives the same z in every dtype
+        z = torch.randn(n, self.latent_dim, generator=generator, device=weight.device).to(weight.dtype)
         return self.generate(z, labels, draw=draw, generator=generator)
 
     @torch.no_grad()

@@ -1,10 +1,12 @@
 """Training: the trainers, checkpoints, weight averaging, metrics logs and sample grids."""
-from fastgen.train.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from fastgen.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from fastgen.train.ema import EMA
 from fastgen.train.gan_trainer import GANHistory, GANTrainConfig, GANTrainer
 from fastgen.train.grid import image_grid, save_grid
 from fastgen.train.metrics_log import MetricsLog
-from fastgen.train.trainer import History, TrainConfig, Trainer
+from fastgen.train.run_dir import RunDirectoryError
+from fastgen.train.trainer import History, TrainConfig, Trainer, TrainingDiverged
 
-__all__ = ["EMA", "Checkpoint", "GANHistory", "GANTrainConfig", "GANTrainer", "History", "MetricsLog", "TrainConfig",
-           "Trainer", "image_grid", "load_checkpoint", "model_from_checkpoint", "save_checkpoint", "save_grid"]
+__all__ = ["EMA", "Checkpoint", "CheckpointError", "GANHistory", "GANTrainConfig", "GANTrainer", "History",
+           "MetricsLog", "RunDirectoryError", "TrainConfig", "Trainer", "TrainingDiverged", "image_grid",
+           "load_checkpoint", "model_from_checkpoint", "save_checkpoint", "save_grid"]

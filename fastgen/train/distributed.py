@@ -8,10 +8,30 @@ import torch
 import torch.distributed as dist
 
 
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device that exists on this machine: "cpu", or "cuda" / "cuda:N" with a
+    GPU N present. Anything else raises a ValueError naming it (torch itself would fail later, with
+    an AssertionError or a RuntimeError deep inside the first transfer)."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: no CUDA GPU is available here (torch.cuda.is_available() "
+                             "is False); use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {str(device)!r}")
+    return resolved
+
+
 def init_from_env(device: str = "cpu") -> tuple[int, int, torch.device]:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo for CPU training,
     nccl for CUDA, each process on the GPU of its LOCAL_RANK. Returns (rank, world size, device);
-    (0, 1, device) in a single process."""
+    (0, 1, device) in a single process. The device is checked first (``resolve_device``)."""
+    device = str(resolve_device(device))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     rank, world = rank_and_world()

@@ -10,7 +10,9 @@ checkpoint holds both networks, both optimisers and the global RNG state (the la
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,10 +21,16 @@ from fastgen.data import ImageDataset
 from fastgen.models._checks import check_labels
 from fastgen.models.gan import GAN
 from fastgen.ops import gan_loss
-from fastgen.train.checkpoint import checkpoint_exists, resume_state, save_checkpoint
+from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
+from fastgen.train.checkpoint import TRAINING, CheckpointError, apply_resume, first_non_finite, resume_state, \
+    save_checkpoint
+from fastgen.train.distributed import resolve_device
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
-from fastgen.train.trainer import epoch_batches
+from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
+from fastgen.train.trainer import (MAX_GRID_SAMPLES, TrainingDiverged, check_model_fits_data, check_training_data,
+                                   diverged, epoch_batches, float_list, resumed_config_changes, training_counters,
+                                   warn_changes)
 
 
 @dataclass
@@ -32,8 +40,9 @@ class GANTrainConfig:
     Attributes:
         epochs: passes over the training set.
         batch_size: real images per step.
-        lr_generator, lr_discriminator: Adam learning rates.
-        betas: Adam's betas ((0.5, 0.999) as in DCGAN; WGAN-GP uses (0.0, 0.9)).
+        lr_generator, lr_discriminator: Adam learning rates (finite, > 0; a resume with other values
+            continues with them, with a warning).
+        betas: Adam's betas, each in [0, 1) ((0.5, 0.999) as in DCGAN; WGAN-GP uses (0.0, 0.9)).
         n_critic: discriminator updates per generator update.
         gp_weight: weight of the WGAN-GP gradient penalty (None: no penalty).
         seed: seeds the batch order, the global RNG and the grid's fixed latent noise.
@@ -57,40 +66,60 @@ class GANTrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "n_critic"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("lr_generator", "lr_discriminator"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.gp_weight is not None and not self.gp_weight > 0:
-            raise ValueError(f"gp_weight must be positive or None, got {self.gp_weight}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive number of steps or None, got {self.checkpoint_every}")
+        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, 1, MAX_COUNT)
+        check_float("lr_generator", self.lr_generator, 0.0, low_open=True)
+        check_float("lr_discriminator", self.lr_discriminator, 0.0, low_open=True)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise TypeError(f"betas must be a pair of numbers in [0, 1), got {self.betas!r}")
+        for k, beta in enumerate(self.betas):
+            check_float(f"betas[{k}]", beta, 0.0, 1.0, high_open=True)
         self.betas = tuple(self.betas)
+        check_int("n_critic", self.n_critic, 1, MAX_COUNT)
+        check_float("gp_weight", self.gp_weight, 0.0, low_open=True, none=True)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("checkpoint_every", self.checkpoint_every, 1, MAX_COUNT, none=True)
+        check_int("grid_samples", self.grid_samples, 0, MAX_GRID_SAMPLES)
+        check_int("log_every", self.log_every, 1, MAX_COUNT)
+        check_bool("progress", self.progress)
 
 
 @dataclass
 class GANHistory:
-    """Per-epoch means of the discriminator and generator losses."""
+    """Per-epoch means of the discriminator and generator losses (None for an epoch in which the
+    generator was never updated: fewer steps than n_critic)."""
 
-    d_loss: list[float] = field(default_factory=list)
-    g_loss: list[float] = field(default_factory=list)
+    d_loss: list[float | None] = field(default_factory=list)
+    g_loss: list[float | None] = field(default_factory=list)
+
+    @classmethod
+    def from_checkpoint(cls, file: str, saved: object) -> GANHistory:
+        if not isinstance(saved, dict) or set(saved) != {"d_loss", "g_loss"}:
+            raise CheckpointError(f"{file}: \"history\" must hold d_loss and g_loss")
+        return cls(float_list(file, "d_loss", saved["d_loss"]), float_list(file, "g_loss", saved["g_loss"]))
 
 
 class GANTrainer:
     """Train ``model`` (a ``fastgen.models.GAN``) on ``train_data``; files go to ``out_dir``: the
     checkpoint directory ``last``, ``metrics.jsonl`` and ``samples/epoch_NNN.png``. A
-    class-conditional model gets the batch's labels, for both networks."""
+    class-conditional model gets the batch's labels, for both networks. Like ``Trainer``, ``fit``
+    refuses to start afresh in a directory that holds a run, and stops with TrainingDiverged when a
+    loss, a gradient norm or the weights become NaN or infinite."""
 
     def __init__(self, model: GAN, train_data: ImageDataset, out_dir: str, config: GANTrainConfig | None = None, *,
                  device: torch.device | str = "cpu"):
         if not isinstance(model, GAN):
             raise TypeError(f"model must be a fastgen.models.GAN (DCGAN, MLPGAN), got {type(model).__name__}")
+        if config is not None and not isinstance(config, GANTrainConfig):
+            raise TypeError(f"config must be a GANTrainConfig, got {type(config).__name__}")
+        check_training_data(train_data, "train_data")
+        check_model_fits_data(model, train_data)
+        if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+            raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
         self.config = config or GANTrainConfig()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.train_data, self.out_dir = train_data, out_dir
+        self.train_data, self.out_dir = train_data, str(out_dir)
         self.conditional = model.n_classes is not None
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
@@ -100,7 +129,8 @@ class GANTrainer:
         self.history = GANHistory()
         self.epoch = self.step_in_epoch = self.step = 0
         self.epoch_losses: dict[str, list[float]] = {"d": [], "g": []}
-        self.last_path = os.path.join(out_dir, "last")
+        self.last_path = os.path.join(self.out_dir, "last")
+        self.saved_step: int | None = None  # the step of the checkpoint in last_path, once there is one
         # The grid's latents: drawn once from the seed, the same for every epoch and after a resume.
         self.grid_noise = model.noise(max(1, cfg.grid_samples) * (model.n_classes or max(1, cfg.grid_samples)),
                                       torch.Generator(self.device).manual_seed(cfg.seed))
@@ -108,30 +138,72 @@ class GANTrainer:
 
     # -- state ---------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> None:
-        """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly."""
+        """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly.
+        Weights that are not finite are never written: TrainingDiverged."""
+        self._check_weights()
         save_checkpoint(
             path or self.last_path, model_type=type(self.model).__name__, model_config=self.model.config(),
             weights=self.model.state_dict(),
             training={"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": torch.get_rng_state()},
             meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                  "epoch_losses": self.epoch_losses, "history": asdict(self.history),
-                  "train_config": asdict(self.config)},
+                  "train_images": len(self.train_data), "epoch_losses": self.epoch_losses,
+                  "history": asdict(self.history), "train_config": asdict(self.config)},
         )
+        if path is None or path == self.last_path:
+            self.saved_step = self.step
 
     def resume(self, path: str | None = None) -> None:
-        """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written."""
-        checkpoint, training = resume_state(path or self.last_path, self.model)
-        meta = checkpoint.config
-        self.opt_g.load_state_dict(training["opt_g"])
-        self.opt_d.load_state_dict(training["opt_d"])
-        self.epoch, self.step_in_epoch, self.step = meta["epoch"], meta["step_in_epoch"], meta["step"]
-        self.epoch_losses = {k: list(v) for k, v in meta["epoch_losses"].items()}
-        self.history = GANHistory(**meta["history"])
+        """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written (the
+        checks of ``Trainer.resume``; changed learning rates, betas, n_critic or gp_weight apply
+        from here on, with a warning)."""
+        checkpoint, training = resume_state(path or self.last_path, self.model, required=("opt_g", "opt_d", "rng"))
+        file, meta = os.path.join(checkpoint.path, "config.json"), checkpoint.config
+        changes = resumed_config_changes(checkpoint.path, meta.get("train_config"), self.config,
+                                         fixed=("batch_size", "seed"),
+                                         noted=("lr_generator", "lr_discriminator", "betas", "n_critic", "gp_weight"))
+        epoch, step_in_epoch, step = training_counters(
+            checkpoint, math.ceil(len(self.train_data) / self.config.batch_size), len(self.train_data))
+        losses = meta.get("epoch_losses")
+        if not isinstance(losses, dict) or set(losses) != {"d", "g"}:
+            raise CheckpointError(f"{file}: \"epoch_losses\" must hold the lists d and g")
+        epoch_losses = {k: float_list(file, f"epoch_losses.{k}", v) for k, v in losses.items()}
+        history = GANHistory.from_checkpoint(file, meta.get("history"))
+        try:
+            self.opt_g.load_state_dict(training["opt_g"])
+            self.opt_d.load_state_dict(training["opt_d"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"{os.path.join(checkpoint.path, TRAINING)}: the optimiser states do not fit this "
+                                  f"model ({type(e).__name__}: {e})") from None
+        apply_resume(checkpoint, training, self.model)
+        cfg = self.config
+        for optimizer, lr in ((self.opt_g, cfg.lr_generator), (self.opt_d, cfg.lr_discriminator)):
+            for group in optimizer.param_groups:  # the new values when they changed, the saved ones otherwise
+                group["lr"], group["betas"] = lr, cfg.betas
+        self.epoch, self.step_in_epoch, self.step = epoch, step_in_epoch, step
+        self.epoch_losses, self.history, self.saved_step = epoch_losses, history, step
+        warn_changes(checkpoint.path, changes, step)
+
+    # -- checks --------------------------------------------------------------------------------
+    def _check_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            cfg = self.config
+            raise diverged(what, value, self.step + 1, self.epoch + 1, self.last_path, self.saved_step,
+                           f"Lower the learning rates (lr_generator={cfg.lr_generator:g}, "
+                           f"lr_discriminator={cfg.lr_discriminator:g})")
+
+    def _check_weights(self) -> None:
+        bad = first_non_finite(dict(self.model.named_parameters()))
+        if bad is not None:
+            self._check_finite(f"the weight {bad}", math.nan)
+
+    def _grad_norm(self, network: torch.nn.Module) -> float:
+        return float(torch.nn.utils.get_total_norm([p.grad for p in network.parameters() if p.grad is not None]))
 
     # -- one step ------------------------------------------------------------------------------
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         """Update the discriminator on one batch, and the generator every ``n_critic`` steps;
-        returns the losses ("g" only when the generator was updated)."""
+        returns the losses ("g" only when the generator was updated). A non-finite loss or
+        gradient norm raises TrainingDiverged before the network it belongs to changes."""
         cfg, model, kind = self.config, self.model, self.model.loss_kind
         real = model.to_unit(self.train_data.images[index].to(self.device))
         labels = self.train_data.labels[index].to(self.device) if self.conditional else None
@@ -143,20 +215,24 @@ class GANTrainer:
         d_loss = gan_loss(D(real, labels), D(fake, labels), kind=kind)
         if cfg.gp_weight is not None:
             d_loss = d_loss + model.gradient_penalty(real, fake, labels, weight=cfg.gp_weight)
+        losses = {"d": d_loss.item()}
+        self._check_finite("the discriminator loss", losses["d"])
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
+        self._check_finite("the discriminator's gradient norm", self._grad_norm(D))
         self.opt_d.step()
-        losses = {"d": d_loss.item()}
         if (self.step + 1) % cfg.n_critic == 0:
             D.requires_grad_(False)  # the generator's step needs no discriminator gradients
             try:
                 g_loss = gan_loss(None, D(G(model.noise(len(index)), labels), labels), kind=kind, target="generator")
+                losses["g"] = g_loss.item()
+                self._check_finite("the generator loss", losses["g"])
                 self.opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
+                self._check_finite("the generator's gradient norm", self._grad_norm(G))
                 self.opt_g.step()
             finally:
                 D.requires_grad_(True)
-            losses["g"] = g_loss.item()
         return losses
 
     def sample_grid(self, path: str) -> str:
@@ -170,21 +246,42 @@ class GANTrainer:
         return save_grid(path, images, self.model.levels, nrow)
 
     # -- loop ----------------------------------------------------------------------------------
-    def fit(self, *, resume: bool = False) -> GANHistory:
-        """Train until ``config.epochs``; with ``resume`` continue from ``out_dir/last`` when it exists."""
-        cfg = self.config
-        if resume and checkpoint_exists(self.last_path):
+    def _start(self, resume: bool, overwrite: bool) -> None:
+        """Check the run directory, tidy it, then resume or seed a fresh run."""
+        check_run_directory(self.out_dir, resume=resume, overwrite=overwrite)
+        remove_orphans(self.out_dir)
+        if overwrite:
+            clear_run(self.out_dir)
+        if resume:
             self.resume()
-        elif self.step == 0:
-            torch.manual_seed(cfg.seed)
+        else:
+            torch.manual_seed(self.config.seed)
+
+    def fit(self, *, resume: bool = False, overwrite: bool = False) -> GANHistory:
+        """Train until ``config.epochs``; ``resume`` and ``overwrite`` as for ``Trainer.fit``."""
+        cfg = self.config
+        if self.step == 0 or resume or overwrite:
+            self._start(resume, overwrite)
+        if resume and self.epoch >= cfg.epochs:
+            warnings.warn(f"{self.out_dir}: the run has trained {self.epoch} epochs already (epochs={cfg.epochs}); "
+                          "nothing to do", stacklevel=2)
         self.log = MetricsLog(self.out_dir)
         self.model.train()
+        try:
+            while self.epoch < cfg.epochs:
+                self._train_epoch()
+        finally:
+            self.log.close()
+        return self.history
+
+    def _train_epoch(self) -> None:
+        cfg = self.config
         from tqdm.auto import tqdm  # imported here: `import fastgen` needs only torch and numpy
 
-        while self.epoch < cfg.epochs:
-            batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, self.epoch)
-            bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress, leave=False,
-                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, self.epoch)
+        bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress, leave=False,
+                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        try:
             for index in batches[self.step_in_epoch:]:
                 losses = self.train_step(index)
                 self.step += 1
@@ -197,20 +294,23 @@ class GANTrainer:
                     self.log.write(self.step, **{f"{k}_loss": v for k, v in losses.items()})
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
+        finally:
             bar.close()
-            self._end_epoch()
-        self.log.close()
-        return self.history
+        self._end_epoch()
 
     def _end_epoch(self) -> None:
-        def mean(values: list[float]) -> float:
-            return sum(values) / len(values) if values else float("nan")
+        def mean(values: list[float]) -> float | None:
+            return sum(values) / len(values) if values else None
 
+        def shown(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4f}"
+
+        self._check_weights()
         d, g = mean(self.epoch_losses["d"]), mean(self.epoch_losses["g"])
         self.history.d_loss.append(d)
         self.history.g_loss.append(g)
         self.log.write(self.step, epoch=self.epoch + 1, d_loss_epoch=d, g_loss_epoch=g)
-        message = f"epoch {self.epoch + 1}: discriminator {d:.4f}, generator {g:.4f}"
+        message = f"epoch {self.epoch + 1}: discriminator {shown(d)}, generator {shown(g)}"
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = {"d": [], "g": []}

@@ -2,15 +2,18 @@
 when the ``tensorboard`` package is installed."""
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from typing import Any
 
+from fastgen.train.checkpoint import dumps_strict
+
 
 class MetricsLog:
     """Appends records to ``<out_dir>/metrics.jsonl`` (a resumed run appends after the earlier
-    lines; records written after the last checkpoint of a crashed run appear again)."""
+    lines; records written after the last checkpoint of a crashed run appear again). Every line is
+    strict JSON: a value that is not a finite number is written as null, never as NaN or Infinity."""
 
     def __init__(self, out_dir: str, tensorboard: bool = True):
         os.makedirs(out_dir, exist_ok=True)
@@ -27,10 +30,10 @@ class MetricsLog:
     def write(self, step: int, **metrics: Any) -> None:
         record = {"time": round(time.time(), 3), "step": step, **metrics}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps_strict(record) + "\n")
         if self.writer is not None:
             for name, value in metrics.items():
-                if isinstance(value, (int, float)):
+                if isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(name, value, step)
             self.writer.flush()
 

@@ -13,19 +13,30 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
 from fastgen.data import ImageDataset
-from fastgen.train.checkpoint import checkpoint_exists, resume_state, save_checkpoint
-from fastgen.train.distributed import LossModule, rank_and_world, shard
+from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
+from fastgen.train.checkpoint import (TRAINING, Checkpoint, CheckpointError, apply_resume, first_non_finite,
+                                      resume_state, save_checkpoint)
+from fastgen.train.distributed import LossModule, rank_and_world, resolve_device, shard
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import bits_per_dim_on
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
+from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
 
 LN2 = math.log(2.0)
+MAX_GRID_SAMPLES = 100  # a grid of 100 x 100 images is already larger than anyone looks at
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss, a gradient norm, a validation figure or the weights became NaN or infinite.
+    The run stopped before the step that would have used them; no checkpoint holds them."""
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -35,6 +46,92 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
     return list(torch.randperm(n, generator=g).split(batch_size))
 
 
+def check_training_data(data: object, name: str, *, optional: bool = False) -> None:
+    """``data`` is a non-empty ImageDataset (or None when ``optional``)."""
+    if data is None and optional:
+        return
+    if not isinstance(data, ImageDataset):
+        raise TypeError(f"{name} must be a fastgen.data.ImageDataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name} ({data.name}) holds no images")
+
+
+def check_model_fits_data(model: torch.nn.Module, data: ImageDataset) -> None:
+    """The model's image shape and levels are the data's (checked before training, not after an epoch)."""
+    shape = (getattr(model, "in_channels", None), *getattr(model, "image_size", (None, None)))
+    if None not in shape and tuple(shape) != tuple(data.shape):
+        raise ValueError(f"the model takes images of shape {tuple(shape)}, {data.name} has {tuple(data.shape)}")
+    levels = getattr(model, "levels", None)
+    if levels is not None and levels != data.levels:
+        raise ValueError(f"the model has {levels} levels, {data.name} has {data.levels} (quantize the data: "
+                         f"data.quantize({levels}))")
+
+
+def diverged(what: str, value: object, step: int, epoch: int, last_path: str, saved_step: int | None,
+             advice: str) -> TrainingDiverged:
+    """The error that stops a run at ``step`` whose ``what`` became ``value``."""
+    if saved_step is not None:
+        kept, then = (f"the last good checkpoint, {last_path} (step {saved_step}), is kept",
+                      "resume the run or start it over (--resume or --overwrite)")
+    else:
+        kept, then = "no checkpoint had been written yet", "start it over (--overwrite)"
+    return TrainingDiverged(f"training diverged at step {step} (epoch {epoch}): {what} is {value}; {kept}. "
+                            f"{advice}, then {then}")
+
+
+def training_counters(checkpoint: Checkpoint, batches_per_epoch: int, train_images: int) -> tuple[int, int, int]:
+    """(epoch, step_in_epoch, step) of a training checkpoint, checked against this run's data."""
+    meta, file = checkpoint.config, os.path.join(checkpoint.path, "config.json")
+    counters = []
+    for key in ("epoch", "step_in_epoch", "step"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{file}: \"{key}\" must be a non-negative integer, got {value!r}")
+        counters.append(value)
+    saved_images = meta.get("train_images")
+    if saved_images is not None and saved_images != train_images:
+        raise CheckpointError(f"{checkpoint.path}: the run was trained on {saved_images} images, this training set "
+                              f"has {train_images}; resume it with its own data")
+    if counters[1] > batches_per_epoch:
+        raise CheckpointError(f"{file}: step_in_epoch {counters[1]} is past the {batches_per_epoch} batches of an "
+                              "epoch of this data")
+    return counters[0], counters[1], counters[2]
+
+
+def float_list(file: str, key: str, values: object) -> list[float]:
+    """A list of numbers (None where an epoch had none) read from a checkpoint's config."""
+    if not isinstance(values, list) or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                                               for v in values):
+        raise CheckpointError(f"{file}: \"{key}\" must be a list of numbers, got {values!r:.80}")
+    return list(values)
+
+
+def resumed_config_changes(path: str, saved: object, config: Any, fixed: tuple[str, ...],
+                           noted: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """The hyper-parameters in ``noted`` whose value differs from the checkpoint's ``train_config``
+    (as {name: (saved, new)}). Those in ``fixed`` must not differ: the batch order and the position
+    in an epoch depend on them, so the resume would not be exact."""
+    if not isinstance(saved, dict):
+        return {}
+    for name in fixed:
+        if name in saved and saved[name] != getattr(config, name):
+            raise CheckpointError(f"{path}: the run was trained with {name}={saved[name]!r}, not "
+                                  f"{getattr(config, name)!r}; a resume continues it exactly, so {name} must stay")
+    changes = {}
+    for name in noted:
+        new = getattr(config, name)
+        old = saved.get(name)
+        if name in saved and (list(old) if isinstance(old, (list, tuple)) else old) != \
+                (list(new) if isinstance(new, (list, tuple)) else new):
+            changes[name] = (old, new)
+    return changes
+
+
+def warn_changes(path: str, changes: dict[str, tuple[Any, Any]], step: int) -> None:
+    for name, (old, new) in changes.items():
+        warnings.warn(f"resuming {path}: {name} changes from {old} to {new} (from step {step} on)", stacklevel=3)
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of a run.
@@ -42,12 +139,13 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training set.
         batch_size: images per step.
-        lr: Adam learning rate; multiplied by ``lr_decay`` after every epoch.
-        grad_clip: maximum gradient norm (None: no clipping).
-        seed: seeds the batch order and the global RNG.
+        lr: Adam learning rate (finite, > 0); multiplied by ``lr_decay`` (in (0, 1]) after every
+            epoch. A resume with another lr or lr_decay continues with the new value (with a warning).
+        grad_clip: maximum gradient norm (> 0; None: no clipping).
+        seed: seeds the batch order and the global RNG (0 <= seed < 2**32).
         checkpoint_every: also write ``last`` every this many steps (None: at epoch ends only).
-        grid_samples: images in the per-epoch sample grid (0: none); a conditional model draws
-            this many per class, one row per class.
+        grid_samples: images per row of the per-epoch sample grid (0: none, at most 100); a
+            conditional model draws this many per class, one row per class.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999)
             and use it for validation, the best checkpoint and sample grids (None: off).
         amp: compute the training loss under bfloat16 autocast (weights, gradients, optimiser
@@ -70,17 +168,18 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive number of steps or None, got {self.checkpoint_every}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be a positive number of steps, got {self.log_every}")
+        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, 1, MAX_COUNT)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("lr_decay", self.lr_decay, 0.0, 1.0, low_open=True)
+        check_float("grad_clip", self.grad_clip, 0.0, low_open=True, none=True)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("checkpoint_every", self.checkpoint_every, 1, MAX_COUNT, none=True)
+        check_int("grid_samples", self.grid_samples, 0, MAX_GRID_SAMPLES)
+        check_float("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True, none=True)
+        check_bool("amp", self.amp)
+        check_int("log_every", self.log_every, 1, MAX_COUNT)
+        check_bool("progress", self.progress)
 
 
 @dataclass
@@ -90,6 +189,17 @@ class History:
     best_val_bpd: float = math.inf
     best_epoch: int = -1
 
+    @classmethod
+    def from_checkpoint(cls, file: str, saved: object) -> History:
+        """The history saved in a checkpoint's config (where no best exists yet, best_val_bpd is null)."""
+        if not isinstance(saved, dict) or set(saved) != {"train_bpd", "val_bpd", "best_val_bpd", "best_epoch"}:
+            raise CheckpointError(f"{file}: \"history\" must hold train_bpd, val_bpd, best_val_bpd and best_epoch")
+        best, epoch = saved["best_val_bpd"], saved["best_epoch"]
+        if not (best is None or isinstance(best, (int, float))) or not isinstance(epoch, int):
+            raise CheckpointError(f"{file}: \"history\" has best_val_bpd {best!r} and best_epoch {epoch!r}")
+        return cls(float_list(file, "train_bpd", saved["train_bpd"]), float_list(file, "val_bpd", saved["val_bpd"]),
+                   math.inf if best is None else float(best), epoch)
+
 
 class Trainer:
     """Train ``model`` on ``train_data``, validating on ``val_data``; files go to ``out_dir``:
@@ -97,16 +207,31 @@ class Trainer:
     ``metrics.jsonl`` and ``samples/epoch_NNN.png``. A class-conditional model
     (``model.n_classes``) gets the labels as ``cond``.
 
+    ``fit`` refuses to start afresh in a directory that holds a run (see
+    ``fastgen.train.run_dir``), and stops with ``TrainingDiverged`` when a loss, a gradient norm, a
+    validation figure or the weights become NaN or infinite, keeping the last good checkpoint.
+
     In a process group (``torchrun``, see ``fastgen.train.distributed``) every process takes its
     shard of each global batch of ``batch_size`` images, DistributedDataParallel averages the
     gradients, and only rank 0 writes checkpoints, logs and grids."""
 
     def __init__(self, model: torch.nn.Module, train_data: ImageDataset, val_data: ImageDataset | None,
                  out_dir: str, config: TrainConfig | None = None, *, device: torch.device | str = "cpu"):
+        if not isinstance(model, torch.nn.Module) or not callable(getattr(model, "loss", None)):
+            raise TypeError(f"model must be a torch.nn.Module with loss(x, cond), got {type(model).__name__}")
+        if config is not None and not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        check_training_data(train_data, "train_data")
+        check_training_data(val_data, "val_data", optional=True)
+        for data in (train_data, val_data):
+            if data is not None:
+                check_model_fits_data(model, data)
+        if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+            raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
         self.config = config or TrainConfig()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.train_data, self.val_data, self.out_dir = train_data, val_data, out_dir
+        self.train_data, self.val_data, self.out_dir = train_data, val_data, str(out_dir)
         self.conditional = getattr(model, "n_classes", None) is not None
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
@@ -122,14 +247,16 @@ class Trainer:
         self.history = History()
         self.epoch = self.step_in_epoch = self.step = 0
         self.epoch_losses: list[float] = []  # this epoch's step losses so far (the epoch's mean)
-        self.last_path = os.path.join(out_dir, "last")
-        self.best_path = os.path.join(out_dir, "best")
+        self.last_path = os.path.join(self.out_dir, "last")
+        self.best_path = os.path.join(self.out_dir, "best")
+        self.saved_step: int | None = None  # the step of the checkpoint in last_path, once there is one
         self.log: MetricsLog | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> None:
         """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly
-        (rank 0 only)."""
+        (rank 0 only). Weights that are not finite are never written: TrainingDiverged."""
+        self._check_weights()
         if self.rank != 0:
             return
         save_checkpoint(
@@ -139,26 +266,71 @@ class Trainer:
             training={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                       "rng": torch.get_rng_state()},
             meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                  "epoch_losses": list(self.epoch_losses), "history": asdict(self.history),
-                  "train_config": asdict(self.config)},
+                  "train_images": len(self.train_data), "epoch_losses": list(self.epoch_losses),
+                  "history": asdict(self.history), "train_config": asdict(self.config)},
         )
+        if path is None or path == self.last_path:
+            self.saved_step = self.step
 
     def resume(self, path: str | None = None) -> None:
-        """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written."""
-        checkpoint, training = resume_state(path or self.last_path, self.model)
+        """Continue from a checkpoint (default ``out_dir/last``) exactly where it was written. The
+        checkpoint must hold this type of model with these shapes, trained on a data set of this
+        size with this batch size and seed; a changed lr, lr_decay, grad_clip, ema_decay or amp
+        applies from here on, with a warning."""
+        path = path or self.last_path
+        checkpoint, training = resume_state(path, self.model, required=("optimizer", "scheduler", "rng"))
+        file = os.path.join(checkpoint.path, "config.json")
         meta = checkpoint.config
+        changes = resumed_config_changes(checkpoint.path, meta.get("train_config"), self.config,
+                                         fixed=("batch_size", "seed"),
+                                         noted=("lr", "lr_decay", "grad_clip", "ema_decay", "amp"))
+        epoch, step_in_epoch, step = training_counters(
+            checkpoint, math.ceil(len(self.train_data) / self.config.batch_size), len(self.train_data))
+        epoch_losses = float_list(file, "epoch_losses", meta.get("epoch_losses"))
+        history = History.from_checkpoint(file, meta.get("history"))
+        try:
+            self.optimizer.load_state_dict(training["optimizer"])
+            self.scheduler.load_state_dict(training["scheduler"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"{os.path.join(checkpoint.path, TRAINING)}: the optimiser or scheduler state does "
+                                  f"not fit this model ({type(e).__name__}: {e})") from None
+        apply_resume(checkpoint, training, self.model)
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
                                      else self.model.state_dict())
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        self.epoch, self.step_in_epoch, self.step = meta["epoch"], meta["step_in_epoch"], meta["step"]
-        self.epoch_losses = list(meta["epoch_losses"])
-        self.history = History(**meta["history"])
+        if "lr" in changes:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr
+        self.scheduler.gamma = self.config.lr_decay
+        self.epoch, self.step_in_epoch, self.step = epoch, step_in_epoch, step
+        self.epoch_losses, self.history, self.saved_step = epoch_losses, history, step
+        warn_changes(checkpoint.path, changes, step)
 
     def averaged(self) -> contextlib.AbstractContextManager:
         """A block in which the model holds its EMA weights (its own weights without EMA)."""
         return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
+
+    # -- checks --------------------------------------------------------------------------------
+    def _diverged(self, what: str, value: object) -> TrainingDiverged:
+        lr = self.optimizer.param_groups[0]["lr"]
+        advice = f"Lower the learning rate (lr={lr:g})" + ("" if self.config.grad_clip else " or clip the gradients")
+        return diverged(what, value, self.step + 1, self.epoch + 1, self.last_path, self.saved_step, advice)
+
+    def _check_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise self._diverged(what, value)
+
+    def _check_weights(self) -> None:
+        bad = first_non_finite(dict(self.model.named_parameters()))
+        if bad is not None:
+            raise self._diverged(f"the weight {bad}", "not finite after the update")
+
+    def _grad_norm(self) -> float:
+        """The gradients' total norm, after clipping them to ``grad_clip`` when set."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.config.grad_clip is not None:
+            return float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+        return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[torch.Tensor]:
@@ -197,53 +369,88 @@ class Trainer:
                 images = self.model.sample(per_class * per_class, generator=g)
         return save_grid(path, images, self.model.levels, per_class)
 
-    def fit(self, *, resume: bool = False) -> History:
-        """Train until ``config.epochs``; with ``resume`` continue from ``out_dir/last`` when it exists."""
-        cfg = self.config
-        if resume and checkpoint_exists(self.last_path):
+    def _start(self, resume: bool, overwrite: bool) -> None:
+        """Check the run directory, tidy it, then resume or seed a fresh run."""
+        check_run_directory(self.out_dir, resume=resume, overwrite=overwrite)
+        if self.rank == 0:
+            remove_orphans(self.out_dir)
+            if overwrite:
+                clear_run(self.out_dir)
+        if self.world > 1:
+            torch.distributed.barrier()  # no process reads the directory while rank 0 tidies it
+        if resume:
             self.resume()
-        elif self.step == 0:
-            torch.manual_seed(cfg.seed)
+        else:
+            torch.manual_seed(self.config.seed)
+
+    def fit(self, *, resume: bool = False, overwrite: bool = False) -> History:
+        """Train until ``config.epochs``. A directory that already holds a run needs ``resume``
+        (continue from ``out_dir/last``) or ``overwrite`` (delete the run's checkpoints, metrics and
+        grids first); ``resume`` needs ``out_dir/last``. A trainer that has trained already
+        continues in memory. Raises TrainingDiverged when the run diverges."""
+        cfg = self.config
+        if self.step == 0 or resume or overwrite:
+            self._start(resume, overwrite)
+        if resume and self.epoch >= cfg.epochs:
+            warnings.warn(f"{self.out_dir}: the run has trained {self.epoch} epochs already (epochs={cfg.epochs}); "
+                          "nothing to do", stacklevel=2)
         self.log = MetricsLog(self.out_dir) if self.rank == 0 else None
         self.model.train()
-        while self.epoch < cfg.epochs:
-            batches = self._batches(self.epoch)
-            from tqdm.auto import tqdm  # imported here: `import fastgen` needs only torch and numpy
+        try:
+            while self.epoch < cfg.epochs:
+                self._train_epoch()
+        finally:
+            if self.log:
+                self.log.close()
+        return self.history
 
-            bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress or self.rank != 0,
-                       leave=False, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+    def _train_epoch(self) -> None:
+        cfg = self.config
+        batches = self._batches(self.epoch)
+        from tqdm.auto import tqdm  # imported here: `import fastgen` needs only torch and numpy
+
+        bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=not cfg.progress or self.rank != 0,
+                   leave=False, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        try:
             for index in batches[self.step_in_epoch:]:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                    loss = self._loss(self.train_data, index)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.step += 1
-                self.step_in_epoch += 1
-                value = self._global_mean(loss)
-                self.epoch_losses.append(value)
+                value = self._train_step(index)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", bpd=f"{value / LN2:.3f}")
                 if self.step % cfg.log_every == 0 and self.log:
                     self.log.write(self.step, loss=value, bpd=value / LN2)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
+        finally:
             bar.close()
-            self._end_epoch(sum(self.epoch_losses) / max(1, len(self.epoch_losses)) / LN2)
-        if self.log:
-            self.log.close()
-        return self.history
+        self._end_epoch(sum(self.epoch_losses) / max(1, len(self.epoch_losses)) / LN2)
+
+    def _train_step(self, index: torch.Tensor) -> float:
+        """One optimiser step on a batch; returns its loss. A non-finite loss or gradient norm
+        stops the run before the weights change."""
+        cfg = self.config
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            loss = self._loss(self.train_data, index)
+        value = self._global_mean(loss)
+        self._check_finite("the training loss", value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._check_finite("the gradient norm", self._grad_norm())
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        self.step_in_epoch += 1
+        self.epoch_losses.append(value)
+        return value
 
     def _end_epoch(self, train_bpd: float) -> None:
+        self._check_weights()
         h = self.history
         h.train_bpd.append(train_bpd)
         message = f"epoch {self.epoch + 1}: train {train_bpd:.4f} bits/dim"
         if self.val_data is not None:
             val = self.evaluate(self.val_data)
+            self._check_finite("the validation bits/dim", val)
             h.val_bpd.append(val)
             message += f", val {val:.4f} bits/dim"
             if val < h.best_val_bpd:

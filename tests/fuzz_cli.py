@@ -1,0 +1,737 @@
+"""Fuzzing the fastgen command line with bad command lines.
+
+For every subcommand (train, sample, eval, demo, info, bench, and the bare ``fastgen``) the fuzzer
+starts from a valid, tiny command line and mutates it: bad numbers (negative, zero, NaN,
+infinities, huge, not numbers), missing or wrong paths, directories where files belong, damaged
+checkpoints, config.json and safetensors files, bad data specs and data files, unknown flags,
+empty strings. Each case runs through ``fastgen.cli.main`` inside a worker process, with its
+stdout and stderr (file descriptors 1 and 2, so a subprocess's output too) captured.
+
+A case fails when its output holds a traceback, when it exits with a code other than 0 (success)
+or 2 (a user error), when an exit code 2 comes without a ``fastgen: error:`` line (or the bench
+harness's own argparse message), when it kills the worker with a signal, or when it runs past
+the timeout. Cases are cheap: nearly all are refused before any training, and those that do train
+use tiny models for one epoch. Demo and bench cases always carry a mutation that is refused before
+any work, since a valid one would train the demo or run the benchmarks.
+
+    python -m tests.fuzz_cli --cases 300 --seed 0 --out bench/results/fuzz-cli-<machine>.txt
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gzip
+import json
+import os
+import pickle
+import platform
+import random
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GROUPS = ("train", "sample", "eval", "demo", "info", "bench", "fastgen")
+NUMBERS_BAD = ["0", "-1", "-7", "nan", "inf", "-inf", "1e309", "x", "", " ", "1.5", "0x10", "1e9", "--", "٣"]
+HUGE = ["99999999999999999999", str(2**63), str(2**64 + 1)]
+
+
+# -- results ---------------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    group: str
+    argv: list[str]
+    code: int | None  # the exit code, None when the worker died
+    output: str
+    seconds: float
+    signal: int | None = None
+    timed_out: bool = False
+
+    @property
+    def failure(self) -> str | None:
+        """Why this case fails, or None."""
+        if self.timed_out:
+            return "timeout"
+        if self.signal is not None:
+            return f"signal {signal.Signals(self.signal).name}"
+        if "Traceback" in self.output:
+            return "traceback"
+        if self.code not in (0, 2):
+            return f"exit code {self.code}"
+        if self.code == 2 and not any(line.startswith("fastgen: error: ") or "python -m bench: error:" in line
+                                      for line in self.output.splitlines()):
+            return "exit code 2 without a one-line error"
+        return None
+
+
+# -- the worker: runs cases in-process, one at a time ------------------------------------------------------
+def _run_in_process(argv: list[str]) -> tuple[int, str]:
+    """Run ``fastgen.cli.main(argv)`` with fds 1 and 2 captured; an exception that escapes it is
+    reported with its traceback (as the interpreter would print it), exit code 1."""
+    from fastgen.cli import main
+
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(1), os.dup(2)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 1)
+        os.dup2(capture.fileno(), 2)
+        try:
+            try:
+                if argv[:1] == ["__crash__"]:  # test hooks: the fuzzer's own test checks it sees these
+                    raise RuntimeError("a deliberate crash")
+                if argv[:1] == ["__signal__"]:
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # noqa: B902 - anything that escapes main is a crash to report
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        capture.seek(0)
+        return code, capture.read().decode("utf-8", "replace")
+
+
+def worker() -> int:
+    """Read one JSON list of arguments per line on stdin; answer one JSON object per line on the
+    original stdout (the cases write to a capture file instead)."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # stray writes between cases must not corrupt the answers
+    import torch
+
+    torch.set_num_threads(1)  # cases are tiny; one thread avoids oversubscribing a shared machine
+    for line in sys.stdin:
+        argv = json.loads(line)
+        start = time.perf_counter()
+        code, output = _run_in_process(argv)
+        answers.write(json.dumps({"code": code, "output": output[-20000:],
+                                  "seconds": time.perf_counter() - start}) + "\n")
+    return 0
+
+
+class Worker:
+    """A worker process, restarted after a case kills it or runs past the timeout."""
+
+    def __init__(self, cwd: str, timeout: float):
+        self.cwd, self.timeout, self.process = cwd, timeout, None
+
+    def _start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.fuzz_cli", "--worker"], cwd=self.cwd, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, bufsize=1)
+
+    def run(self, group: str, argv: list[str]) -> Result:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        start = time.perf_counter()
+        self.process.stdin.write(json.dumps(argv) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if line:
+            answer = json.loads(line)
+            return Result(group, argv, answer["code"], answer["output"], answer["seconds"])
+        timed_out = not ready
+        if timed_out:
+            self.process.kill()
+        code = self.process.wait()
+        self.process = None
+        return Result(group, argv, None, "", time.perf_counter() - start,
+                      signal=-code if code < 0 and not timed_out else None, timed_out=timed_out)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+# -- the files the cases point at -----------------------------------------------------------------------------
+class Workspace:
+    """Tiny trained runs, damaged copies of them, data files good and bad, and paths of every
+    kind, under one temporary directory."""
+
+    def __init__(self, root: str, worker: Worker):
+        self.root = root
+        self.counter = 0
+        self.paths: dict[str, str] = {}
+        self._data()
+        self._runs(worker)
+        self._damaged_checkpoints()
+
+    def fresh(self, name: str = "out") -> str:
+        """A path that does not exist yet."""
+        self.counter += 1
+        return os.path.join(self.root, "fresh", f"{name}-{self.counter}")
+
+    def copy_of(self, path: str) -> str:
+        """A copy of a run directory, so that a case that trains into it leaves the original intact."""
+        target = self.fresh("copy")
+        shutil.copytree(path, target)
+        return target
+
+    def _path(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.paths[name] = path
+        return path
+
+    # data ---------------------------------------------------------------------------------------------
+    def _data(self) -> None:
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        images, labels = rng.integers(0, 256, (20, 8, 8), dtype=np.uint8), np.arange(20) % 10
+        np.savez(self._path("npz/good.npz"), images=images, labels=labels)
+        np.savez(self._path("npz/float.npz"), images=images.astype(np.float32) / 3)
+        np.savez(self._path("npz/rgba.npz"), images=rng.integers(0, 256, (20, 8, 8, 4), dtype=np.uint8))
+        np.savez(self._path("npz/float-labels.npz"), images=images, labels=labels + 0.5)
+        np.savez(self._path("npz/label-255.npz"), images=images, labels=np.where(labels == 3, 255, labels))
+        np.savez(self._path("npz/empty.npz"), images=np.zeros((0, 8, 8), np.uint8))
+        np.savez(self._path("npz/one.npz"), images=images[:1])
+        good = open(self.paths["npz/good.npz"], "rb").read()
+        open(self._path("npz/truncated.npz"), "wb").write(good[: len(good) // 2])
+        open(self._path("files/text.txt"), "w").write("not data\n")
+        open(self._path("files/empty"), "wb").close()
+        os.makedirs(self._path("dirs/empty"), exist_ok=True)
+        self._path("folder/good")
+        for cls in ("a", "b"):
+            os.makedirs(self._path(f"folder/good/{cls}"), exist_ok=True)
+            for k in range(3):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    os.path.join(self.paths[f"folder/good/{cls}"], f"{k}.png"))
+        shutil.copytree(self.paths["folder/good"], self._path("folder/bad-image"))
+        open(os.path.join(self.paths["folder/bad-image"], "a", "broken.png"), "wb").write(b"\x89PNG not really")
+        os.makedirs(self._path("folder/sixteen-bit"), exist_ok=True)
+        Image.fromarray((rng.integers(0, 65536, (8, 8))).astype(np.uint16)).save(
+            os.path.join(self.paths["folder/sixteen-bit"], "g.png"))
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(self._path("files/partial.png"))
+        Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8)).save(self._path("files/small.png"))
+        self._mnist(rng)
+        self._cifar(rng)
+
+    def _mnist(self, rng) -> None:
+        import numpy as np
+
+        def idx(path: str, array, *, gz: bool = False, shape: tuple | None = None) -> None:
+            shape = array.shape if shape is None else shape
+            data = bytes([0, 0, 8, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + array.tobytes()
+            with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
+                f.write(data)
+
+        images, labels = rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), (np.arange(12) % 10).astype(np.uint8)
+        for name, gz, label_values in (("good", False, labels), ("gz", True, labels),
+                                       ("label-255", False, np.where(labels == 4, 255, labels).astype(np.uint8))):
+            directory = self._path(f"mnist/{name}")
+            os.makedirs(directory, exist_ok=True)
+            suffix = ".gz" if gz else ""
+            for prefix in ("train", "t10k"):
+                idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte{suffix}"), images, gz=gz)
+                idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte{suffix}"), label_values, gz=gz)
+        bomb = self._path("mnist/bomb")
+        os.makedirs(bomb, exist_ok=True)
+        with gzip.open(os.path.join(bomb, "train-images-idx3-ubyte.gz"), "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 12, 8, 8))
+            for _ in range(20):
+                f.write(bytes(1 << 20))  # 20 MB of zeros behind a header declaring 768 bytes
+        idx(os.path.join(bomb, "train-labels-idx1-ubyte"), labels)
+        lying = self._path("mnist/lying")
+        os.makedirs(lying, exist_ok=True)
+        idx(os.path.join(lying, "train-images-idx3-ubyte"), images[:1], shape=(60000, 4096, 4096))
+        idx(os.path.join(lying, "train-labels-idx1-ubyte"), labels)
+        for directory in (bomb, lying):  # the same files for the test split
+            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+                for name in os.listdir(directory):
+                    if name.startswith(f"train-{kind}"):
+                        shutil.copy(os.path.join(directory, name), os.path.join(directory, "t10k" + name[5:]))
+
+    def _cifar(self, rng) -> None:
+        import numpy as np
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("echo this must never run",))
+
+        for name, data in (("good", rng.integers(0, 256, (3, 3072), dtype=np.uint8)),
+                           ("float", rng.random((3, 3072)) * 300),
+                           ("evil", None)):
+            directory = self._path(f"cifar/{name}")
+            os.makedirs(directory, exist_ok=True)
+            for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+                content = {b"data": Evil()} if data is None else {b"data": data, b"labels": [0, 1, 2]}
+                open(os.path.join(directory, batch), "wb").write(pickle.dumps(content, protocol=2))
+
+    # runs ---------------------------------------------------------------------------------------------
+    RUNS = {
+        "pixelcnn": ["train", "pixelcnn", "--data", "digits", "--conditional", "--hidden", "8", "--layers", "1",
+                     "--kernel-size", "3"],
+        "pixelcnnpp": ["train", "pixelcnnpp", "--data", "digits", "--hidden", "8", "--layers", "1", "--nr-mix", "2"],
+        "vae": ["train", "vae", "--data", "digits", "--conditional", "--hidden", "8", "--latent-dim", "2", "--ema",
+                "0.9"],
+        "dcgan": ["train", "dcgan", "--data", "digits", "--conditional", "--hidden", "8", "--latent-dim", "2"],
+    }
+
+    def _runs(self, worker: Worker) -> None:
+        for name, argv in self.RUNS.items():
+            out = self._path(f"runs/{name}")
+            result = worker.run("setup", [*argv, "--epochs", "1", "--batch-size", "256", "--grid-samples", "0",
+                                          "--quiet", "--out", out])
+            if result.code != 0:
+                raise RuntimeError(f"could not train the fuzzer's {name} run: {result.output}")
+
+    def _damaged_checkpoints(self) -> None:
+        """Copies of the tiny runs' last checkpoints with one file damaged each, both as checkpoint
+        directories and as run directories (damaged/<name>/last)."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        edits = {
+            "config-empty": ("config.json", b""),
+            "config-half": ("config.json", b'{"format": "fastgen-che'),
+            "config-list": ("config.json", b"[1, 2]"),
+            "config-null": ("config.json", b"null"),
+            "config-format-only": ("config.json", b'{"format": "fastgen-checkpoint"}'),
+            "weights-empty": ("model.safetensors", b""),
+            "weights-junk": ("model.safetensors", os.urandom(300)),
+            "weights-lying-header": ("model.safetensors", struct.pack("<Q", 64) +
+                                     json.dumps({"w": {"dtype": "F32", "shape": [10**6, 10**6],
+                                                       "data_offsets": [0, 4]}}).encode().ljust(64) + bytes(4)),
+            "training-junk": ("training.pt", b"not a pickle"),
+            "ema-junk": ("ema.safetensors", b"\x00" * 20),
+        }
+        config_edits = {
+            "version-string": lambda c: c.update(version="2"),
+            "version-future": lambda c: c.update(version=99),
+            "type-list": lambda c: c.update(model_type=["VAE"]),
+            "type-unknown": lambda c: c.update(model_type="ResNet"),
+            "model-config-list": lambda c: c.update(model_config=[1]),
+            "hidden-huge": lambda c: c["model_config"].update(hidden=10**9),
+            "latent-huge": lambda c: c["model_config"].update(latent_dim=10**9),
+            "levels-zero": lambda c: c["model_config"].update(levels=0),
+            "size-negative": lambda c: c["model_config"].update(image_size=[-8, 8]),
+            "size-string": lambda c: c["model_config"].update(image_size="8"),
+            "unknown-argument": lambda c: c["model_config"].update(bogus=1),
+            "no-model-config": lambda c: c.pop("model_config"),
+            "step-string": lambda c: c.update(step="7"),
+            "history-junk": lambda c: c.update(history=[1]),
+            "nan-token": None,
+        }
+        base = os.path.join(self.paths["runs/vae"], "last")
+        for name, (file, content) in edits.items():
+            path = self._damaged(name, base)
+            open(os.path.join(path, file), "wb").write(content)
+        for name, edit in config_edits.items():
+            path = self._damaged(name, base)
+            config_file = os.path.join(path, "config.json")
+            if edit is None:
+                text = open(config_file).read().replace('"latent_dim": 2', '"latent_dim": NaN')
+            else:
+                config = json.load(open(config_file))
+                edit(config)
+                text = json.dumps(config)
+            open(config_file, "w").write(text)
+        path = self._damaged("config-is-a-directory", base)
+        os.remove(os.path.join(path, "config.json"))
+        os.makedirs(os.path.join(path, "config.json"))
+        path = self._damaged("no-weights", base)
+        os.remove(os.path.join(path, "model.safetensors"))
+        path = self._damaged("nan-weights", os.path.join(self.paths["runs/dcgan"], "last"))
+        weights = load_file(os.path.join(path, "model.safetensors"))
+        first = next(k for k, v in weights.items() if v.is_floating_point())
+        weights[first] = torch.full_like(weights[first], float("nan"))
+        save_file(weights, os.path.join(path, "model.safetensors"))
+        path = self._damaged("truncated-weights", os.path.join(self.paths["runs/pixelcnn"], "last"))
+        data = open(os.path.join(path, "model.safetensors"), "rb").read()
+        open(os.path.join(path, "model.safetensors"), "wb").write(data[:-100])
+
+    def _damaged(self, name: str, source: str) -> str:
+        """damaged/<name>/last: a copy of the checkpoint ``source``, to be damaged."""
+        path = self._path(f"damaged/{name}/last")
+        shutil.copytree(source, path)
+        return path
+
+    # pools --------------------------------------------------------------------------------------------
+    def runs(self) -> list[str]:
+        return [self.paths[f"runs/{name}"] for name in self.RUNS]
+
+    def damaged_runs(self) -> list[str]:
+        """Run directories whose last/ checkpoint is damaged."""
+        return sorted(os.path.dirname(p) for k, p in self.paths.items() if k.startswith("damaged/"))
+
+    def bad_checkpoints(self) -> list[str]:
+        damaged = self.damaged_runs()
+        return damaged + [os.path.join(d, "last") for d in damaged] + [
+            self.paths["dirs/empty"], self.paths["files/text.txt"], os.path.join(self.root, "missing"), "",
+            self.paths["npz/good.npz"], os.path.join(self.paths["runs/vae"], "last", "model.safetensors")]
+
+    def good_data(self) -> list[str]:
+        p = self.paths
+        return ["digits", "digits-binary", f"npz:{p['npz/good.npz']}", f"folder:{p['folder/good']}",
+                f"mnist:{p['mnist/good']}", f"mnist:{p['mnist/gz']}", f"cifar10:{p['cifar/good']}"]
+
+    def bad_data(self) -> list[str]:
+        p = self.paths
+        return ([f"npz:{p[k]}" for k in p if k.startswith("npz/") and k != "npz/good.npz"] +
+                [f"folder:{p['folder/bad-image']}", f"folder:{p['dirs/empty']}", f"folder:{p['files/text.txt']}",
+                 f"mnist:{p['mnist/bomb']}", f"mnist:{p['mnist/lying']}", f"mnist:{p['mnist/label-255']}",
+                 f"mnist:{p['dirs/empty']}", f"cifar10:{p['cifar/evil']}", f"cifar10:{p['cifar/float']}",
+                 f"cifar10:{p['files/text.txt']}", f"npz:{p['dirs/empty']}", f"npz:{p['files/text.txt']}",
+                 f"npz:{os.path.join(self.root, 'missing.npz')}", "imagenet:/x", "digits:x", "mnist:", "npz:", "",
+                 ":", "DIGITS", "digits ", "folder:" + "a" * 5000])
+
+    def bad_outputs(self) -> list[str]:
+        p = self.paths
+        return [p["dirs/empty"], os.path.join(p["files/text.txt"], "x.png"), "", self.root,
+                os.path.join(p["files/text.txt"], "deeper", "x.png")]
+
+
+# -- the cases ------------------------------------------------------------------------------------------------
+class Cases:
+    """Random command lines; each is a valid tiny base with mutations, most of them bad."""
+
+    def __init__(self, workspace: Workspace, seed: int):
+        self.ws, self.rng = workspace, random.Random(seed)
+        import torch
+
+        self.no_gpu = not torch.cuda.is_available()
+
+    def pick(self, values: list):
+        return self.rng.choice(values)
+
+    def bad_number(self, extra: list[str] = ()) -> str:
+        return self.pick(NUMBERS_BAD + HUGE + list(extra))
+
+    def devices(self) -> list[str]:
+        return ["gpu", "cuda:99", "", "meta", "tpu", "cpu:x", "xla"] + (["cuda", "cuda:0"] if self.no_gpu else [])
+
+    def structural(self, argv: list[str]) -> list[str]:
+        """An unknown flag, a stray positional, an empty argument, a dropped or repeated token."""
+        kind = self.rng.randrange(5)
+        position = self.rng.randrange(1, len(argv) + 1) if len(argv) > 1 else len(argv)
+        if kind == 0:
+            return argv[:position] + [self.pick(["--bogus", "-x", "--lr=", "--=", "---", "--data=", "-", "--help=1"])] \
+                + argv[position:]
+        if kind == 1:
+            return argv + [self.pick(["junk", "", "-1", "nan", "é", "--"])]
+        if kind == 2 and len(argv) > 2:
+            drop = self.rng.randrange(1, len(argv))
+            return argv[:drop] + argv[drop + 1:]
+        if kind == 3:
+            return argv[:position] + [""] + argv[position:]
+        return argv + argv[-2:]
+
+    # option tables: name -> (bad values, tiny valid values)
+    def train_options(self) -> dict[str, tuple[list[str], list[str]]]:
+        ws = self.ws
+        return {
+            "--data": (ws.bad_data(), ws.good_data()),
+            "--levels": (["1", "0", "-2", "70000", "2.5", "nan", "x", "", "40"], ["2", "4"]),
+            "--val-fraction": (["1", "1.5", "-0.1", "nan", "inf", "x", "", "0.99999"], ["0", "0.2"]),
+            "--hidden": (["0", "-1", "5000", "1e9", "x", "nan", ""] + HUGE, ["4", "8"]),
+            "--layers": (["0", "-1", "300", "x", "1.0"] + HUGE, ["1", "2"]),
+            "--kernel-size": (["0", "-1", "32", "2", "4", "x"], ["1", "3"]),
+            "--dropout": (["1", "1.5", "-0.1", "nan", "inf", "x"], ["0", "0.1"]),
+            "--nr-mix": (["0", "-1", "101", "x"], ["1", "2"]),
+            "--latent-dim": (["0", "-3", "5000", "x", "nan"], ["1", "2"]),
+            "--likelihood": (["gauss", "", "Bernoulli"], ["bernoulli", "categorical", "gaussian", "logistic"]),
+            "--arch": (["cnn", ""], ["mlp", "conv"]),
+            "--beta": (["-1", "nan", "inf", "x"], ["0", "1"]),
+            "--loss": (["hing", "", "wgan"], ["hinge", "lsgan", "wasserstein", "minimax", "non_saturating"]),
+            "--n-critic": (["0", "-1", "x", "nan"], ["1", "2"]),
+            "--gp-weight": (["0", "-1", "inf", "nan", "x"], ["1"]),
+            "--norm": (["group", ""], ["batch", "layer", "none"]),
+            "--epochs": (["0", "-1", "x", "1.5", "nan", "", "1e9"] + HUGE, ["1"]),
+            "--batch-size": (["0", "-5", "x", "inf"] + HUGE, ["256", "128"]),
+            "--lr": (["0", "-1", "inf", "-inf", "nan", "x", "1e309", ""], ["1e-3", "1e6"]),  # 1e6 diverges
+            "--lr-decay": (["0", "-1", "1.5", "nan", "inf"], ["0.9", "1"]),
+            "--grad-clip": (["0", "-1", "inf", "nan"], ["1", "0.5"]),
+            "--ema": (["0", "1", "-0.5", "nan", "2"], ["0.9"]),
+            "--checkpoint-every": (["0", "-1", "x", "1.5"], ["1", "3"]),
+            "--grid-samples": (["-1", "101", "1e6", "x"] + HUGE, ["0", "1", "2"]),
+            "--seed": (["-1", str(2**32), str(2**70), "x", "1.5"], ["0", "7"]),
+            "--device": (self.devices(), ["cpu"]),
+            "--out": (ws.bad_outputs() + ws.runs(), [ws.fresh("train")]),
+        }
+
+    DEEP = ("--data", "--out", "checkpoint", "-o", "--partial", "--device", "--lr")  # refused past the parser
+
+    def apply(self, argv: list[str], options: dict, *, bad: bool) -> list[str]:
+        """Set one option (replacing it when present) to a bad or a valid value. Options that are
+        checked past the parser (paths, data, checkpoints, devices) are picked more often, since a
+        bad number stops a case at the parser, before anything deeper is tried."""
+        names = sorted(n for n in options if options[n][0 if bad else 1])
+        name = self.rng.choices(names, weights=[6 if n in self.DEEP else 1 for n in names])[0]
+        value = self.pick(options[name][0] if bad else options[name][1])
+        if name in argv:
+            i = argv.index(name)
+            return argv[:i + 1] + [value] + argv[i + 2:]
+        return argv + [name, value]
+
+    def mutate(self, argv: list[str], options: dict, flags: list[str], *, bad_needed: bool) -> list[str]:
+        """Up to two valid changes and flags, then one bad option value (none in about one case in
+        eight, unless ``bad_needed``: those cases run) or, now and then, structural damage."""
+        for _ in range(self.rng.randrange(3)):
+            argv = argv + [self.pick(flags)] if flags and self.rng.random() < 0.3 else \
+                self.apply(argv, options, bad=False)
+        roll = self.rng.random()
+        if roll < 0.1:
+            return self.structural(argv)
+        if roll < 0.22 and not bad_needed:
+            return argv
+        return self.apply(argv, options, bad=True)
+
+    def train(self) -> list[str]:
+        model = self.pick(["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan"])
+        argv = ["train", model, "--data", self.pick(self.ws.good_data()), "--epochs", "1", "--hidden", "8",
+                "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size", "256",
+                "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
+        if self.rng.random() < 0.1:
+            argv[1] = self.pick(["resnet", "", "PixelCNN", "gan"])
+        flags = ["--resume", "--overwrite", "--conditional", "--amp", "--weight-norm", "--resume --overwrite"]
+        argv = self.mutate(argv, self.train_options(), [f for f in flags if " " not in f], bad_needed=False)
+        if "--resume" in argv or "--overwrite" in argv:
+            # Point the run at a copy of a trained (or damaged) run, so that the originals stay as they are.
+            i = len(argv) - 1 - argv[::-1].index("--out") if "--out" in argv else None
+            target = self.pick(self.ws.runs() + self.ws.damaged_runs())
+            if i is not None and i + 1 < len(argv) and os.path.isdir(target):
+                argv[i + 1] = self.ws.copy_of(target)
+        return argv
+
+    def sample(self) -> list[str]:
+        ws = self.ws
+        argv = ["sample", self.pick(ws.runs()), "-n", "4", "-o", os.path.join(ws.fresh("sample"), "grid.png")]
+        options = {
+            "checkpoint": (ws.bad_checkpoints(), ws.runs()),
+            "-n": (["0", "-1", "10001", "x", "nan", "1.5", ""] + HUGE, ["1", "3", "16"]),
+            "-o": (ws.bad_outputs(), [os.path.join(ws.fresh("sample"), "g.png")]),
+            "--class": (["-1", "10", "999", "x", "nan", ""] + HUGE, ["0", "3"]),
+            "--partial": ([ws.paths["files/text.txt"], ws.paths["dirs/empty"], ws.paths["files/small.png"],
+                           os.path.join(ws.root, "missing.png"), "", ws.paths["npz/good.npz"],
+                           os.path.join(ws.paths["folder/sixteen-bit"], "g.png")], [ws.paths["files/partial.png"]]),
+            "--keep-rows": (["-1", "9", "x", "nan"] + HUGE, ["0", "4", "8"]),
+            "--seed": (["-1", str(2**32), "x"], ["0", "5"]),
+            "--device": (self.devices(), ["cpu"]),
+        }
+        argv = self.mutate(argv, options, ["--no-ema", "--naive"], bad_needed=False)
+        if "checkpoint" in argv:  # the positional's stand-in: move its value into place
+            i = argv.index("checkpoint")
+            argv = [argv[0], argv[i + 1], *argv[2:i], *argv[i + 2:]] if i + 1 < len(argv) else argv[:i]
+        return argv
+
+    def eval(self) -> list[str]:
+        ws = self.ws
+        runs = [r for r in ws.runs() if "dcgan" not in r]
+        argv = ["eval", self.pick(runs), "--data", "digits", "--k", "2"]
+        options = {
+            "checkpoint": (ws.bad_checkpoints() + [ws.paths["runs/dcgan"]], runs),
+            "--data": (ws.bad_data() + ws.good_data()[2:], ["digits", "digits-binary"]),
+            "--split": (["validation", "", "TEST", "val"], ["train", "test"]),
+            "--batch-size": (["0", "-1", "x", "nan"] + HUGE, ["1", "64"]),
+            "--k": (["-1", "100001", "x", "nan", "1.5"] + HUGE, ["0", "1", "3"]),
+            "--device": (self.devices(), ["cpu"]),
+        }
+        argv = self.mutate(argv, options, ["--no-ema"], bad_needed=False)
+        if "checkpoint" in argv:
+            i = argv.index("checkpoint")
+            argv = [argv[0], argv[i + 1], *argv[2:i], *argv[i + 2:]] if i + 1 < len(argv) else argv[:i]
+        return argv
+
+    def demo(self) -> list[str]:
+        """Always refused before training: a valid demo trains the real demo model for 20 epochs."""
+        ws = self.ws
+        options = {"--epochs": (["0", "-1", "-20", "x", "nan", "1.5", ""] + HUGE, ["1"]),
+                   "--seed": (["-1", str(2**32), "x", "nan"], ["0"]),
+                   "--out": ([""], [])}
+        argv = ["demo", "--quiet"]
+        if self.rng.random() < 0.3:  # an --out that is refused at the start: a file, or another model's run
+            argv += ["--out", self.pick([ws.paths["files/text.txt"], *ws.runs(), os.path.join(
+                ws.paths["files/text.txt"], "demo")])]
+            if self.rng.random() < 0.5:
+                argv = self.apply(argv, options, bad=self.rng.random() < 0.5)
+        else:
+            argv = self.apply(argv, options, bad=True)
+            for _ in range(self.rng.randrange(3)):
+                argv = self.structural(argv) if self.rng.random() < 0.3 else self.apply(argv, options, bad=True)
+        return argv
+
+    def info(self) -> list[str]:
+        if self.rng.random() < 0.15:
+            return ["info"]
+        return self.structural(["info"]) if self.rng.random() < 0.5 else ["info", self.pick(
+            ["--bogus", "x", "", "--help=2", "-v", "--device", "cpu"])]
+
+    def bench(self) -> list[str]:
+        """Always refused before any benchmark runs."""
+        bad = {"--op": ["bogus", "", "masked_conv", "MASKED_CONV2D"],
+               "--repeats": ["0", "-1", "x", "nan", "1.5"] + HUGE,
+               "--device": self.devices(),
+               "--out": [self.ws.paths["dirs/empty"], os.path.join(self.ws.paths["files/text.txt"], "x.csv"), ""],
+               "--providers": ["", ",", "bogus", "reference,,bogus"],
+               "--modes": ["", ",,", "bwd", "fwd,bogus"],
+               "--bogus": ["1"], "--quick": ["--bogus"]}
+        name = self.pick(sorted(bad))
+        argv = ["bench", name, self.pick(bad[name])]
+        if self.rng.random() < 0.4:  # valid options besides, never a second value of the bad one (the last wins)
+            argv = self.pick([[*argv, "--quick"]] + [["bench", *extra, *argv[1:]] for extra in (
+                ["--op", "gan_loss"], ["--modes", "fwd"], ["--repeats", "1"]) if extra[0] != name])
+        return argv
+
+    def fastgen(self) -> list[str]:
+        return self.pick([[], ["--bogus"], ["trian"], [""], ["--debug"], ["-x", "train"], ["train"], ["sample"],
+                          ["eval"], ["train", "--help=x"], ["--debug", "--debug"], ["help"], ["-"], ["--"],
+                          [self.pick(NUMBERS_BAD)], ["sample", "--debug"], ["--help"], ["train", "--help"]])
+
+    def make(self, group: str) -> list[str]:
+        return getattr(self, group)()
+
+
+# -- running ----------------------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    results: list[Result] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def by_group(self) -> dict[str, list[Result]]:
+        groups: dict[str, list[Result]] = {}
+        for r in self.results:
+            groups.setdefault(r.group, []).append(r)
+        return groups
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if r.failure]
+
+    def table(self) -> str:
+        lines = ["| command | cases | exit 0 | exit 2 | tracebacks | signals | timeouts | other failures | "
+                 "median s | max s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        rows = list(self.by_group().items()) + [("all", self.results)]
+        for group, results in rows:
+            def count(test) -> int:
+                return sum(1 for r in results if test(r))
+
+            seconds = sorted(r.seconds for r in results)
+            lines.append(
+                f"| {group} | {len(results)} | {count(lambda r: r.code == 0)} | {count(lambda r: r.code == 2)} | "
+                f"{count(lambda r: r.failure == 'traceback')} | {count(lambda r: r.signal is not None)} | "
+                f"{count(lambda r: r.timed_out)} | "
+                f"{count(lambda r: r.failure not in (None, 'traceback', 'timeout') and r.signal is None)} | "
+                f"{seconds[len(seconds) // 2]:.2f} | {seconds[-1]:.2f} |")
+        return "\n".join(lines)
+
+    def failure_report(self, limit: int = 20) -> str:
+        parts = []
+        for r in self.failures[:limit]:
+            parts.append(f"[{r.failure}] fastgen {' '.join(repr(a) if not a or ' ' in a else a for a in r.argv)}\n"
+                         + "\n".join("    " + line for line in r.output.splitlines()[-15:]))
+        return "\n".join(parts)
+
+
+def run_cases(cases: list[tuple[str, list[str]]], *, cwd: str, timeout: float = 120.0,
+              worker: Worker | None = None, progress=None) -> Summary:
+    """Run (group, argv) cases on one worker; returns their results."""
+    own = worker is None
+    worker = worker or Worker(cwd, timeout)
+    summary, start = Summary(), time.perf_counter()
+    try:
+        for k, (group, argv) in enumerate(cases):
+            summary.results.append(worker.run(group, argv))
+            if progress and (k + 1) % 50 == 0:
+                progress(f"{k + 1}/{len(cases)} cases, {len(summary.failures)} failures, "
+                         f"{time.perf_counter() - start:.0f} s")
+    finally:
+        if own:
+            worker.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def fuzz(cases_per_group: int, seed: int = 0, *, timeout: float = 120.0, progress=None,
+         groups: tuple[str, ...] = GROUPS) -> Summary:
+    """Build a workspace, generate ``cases_per_group`` cases for each group, run them all."""
+    with tempfile.TemporaryDirectory(prefix="fastgen-fuzz-") as root:
+        scratch = os.path.join(root, "cwd")
+        os.makedirs(scratch)
+        worker = Worker(scratch, timeout)
+        try:
+            workspace = Workspace(os.path.join(root, "files"), worker)
+            maker = Cases(workspace, seed)
+            cases = [(group, maker.make(group)) for _ in range(cases_per_group) for group in groups]
+            return run_cases(cases, cwd=scratch, timeout=timeout, worker=worker, progress=progress)
+        finally:
+            worker.close()
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def report(summary: Summary, args: argparse.Namespace) -> str:
+    import torch
+
+    failures = summary.failures
+    return "\n".join([
+        f"# fastgen CLI fuzz: {len(summary.results)} command lines",
+        "",
+        f"command: python -m tests.fuzz_cli --cases {args.cases} --seed {args.seed}"
+        + (f" --timeout {args.timeout:g}" if args.timeout != 120 else ""),
+        f"machine: {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
+        f"commit {_commit()}, {datetime.date.today().isoformat()}; {summary.seconds:.0f} s in all",
+        "",
+        "A failure is a traceback in the output, a signal, a timeout, an exit code other than 0 or 2, or an",
+        "exit code 2 without a `fastgen: error:` line.",
+        "",
+        summary.table(),
+        "",
+        f"failures: {len(failures)}",
+        summary.failure_report() if failures else "",
+    ]).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fuzz_cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=int(os.environ.get("FASTGEN_FUZZ_CASES", "20")),
+                        help="cases per subcommand (default: $FASTGEN_FUZZ_CASES or 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case")
+    parser.add_argument("--out", default=None, help="write the report here too")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker()
+    summary = fuzz(args.cases, args.seed, timeout=args.timeout, progress=lambda m: print(m, flush=True))
+    text = report(summary, args)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 1 if summary.failures else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
