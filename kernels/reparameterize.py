@@ -25,14 +25,15 @@ def _reparameterize_bwd_kernel(g_ptr, lv_ptr, eps_ptr, glv_ptr, geps_ptr, n, WAN
                                WANT_EPS: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
-    scaled = tl.load(g_ptr + offs, mask=ok, other=0.0).to(ACC) * tl.exp(0.5 * tl.load(lv_ptr + offs, mask=ok,
-                                                                                      other=0.0).to(ACC))
+    grad = tl.load(g_ptr + offs, mask=ok, other=0.0).to(ACC)
+    std = tl.exp(0.5 * tl.load(lv_ptr + offs, mask=ok, other=0.0).to(ACC))
     if WANT_LV:
         eps = tl.load(eps_ptr + offs, mask=ok, other=0.0).to(ACC)
-        # The reference's order of products (grad * std * eps * 0.5), so that both overflow alike.
-        tl.store(glv_ptr + offs, (scaled * eps * 0.5).to(glv_ptr.dtype.element_ty), mask=ok)
+        # Autograd's order of products through the reference's forward (grad * eps * std * 0.5),
+        # so that both overflow alike near float's max.
+        tl.store(glv_ptr + offs, (grad * eps * std * 0.5).to(glv_ptr.dtype.element_ty), mask=ok)
     if WANT_EPS:
-        tl.store(geps_ptr + offs, scaled.to(geps_ptr.dtype.element_ty), mask=ok)
+        tl.store(geps_ptr + offs, (grad * std).to(geps_ptr.dtype.element_ty), mask=ok)
 
 
 def _check_like(op: str, ref_name: str, ref: torch.Tensor, *, incoming_grad: str | None = None, **others) -> None:

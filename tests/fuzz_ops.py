@@ -436,6 +436,8 @@ def _dmol_valid(c: dict, *, cast_x: bool = False) -> bool | None:
             and one_device(x, p) and (cast_x or one_dtype(x, p)) and copy_ok(x) and in_range(x, -1, 1)
             and not x.requires_grad):
         return False
+    if _dmol_infinite_mean(c):
+        return None
     if "pixel_log_prob" not in c:
         return True
     g, lp = c["grad"], c["pixel_log_prob"]
@@ -444,6 +446,17 @@ def _dmol_valid(c: dict, *, cast_x: bool = False) -> bool | None:
             and copy_ok(lp)):
         return False
     return consistent(lp, _dmol_stat(c))
+
+
+def _dmol_infinite_mean(c: dict) -> bool:
+    """Whether a component mean is infinite. The likelihood there is unspecified (the call must only
+    not crash): the reference's formula gives NaN for a mean of -inf at most levels and a finite
+    value for +inf, artefacts of how it writes the logistic's CDF, which the kernels do not copy."""
+    x, p, m = c["x"], c["params"], c["nr_mix"]
+    if is_meta(c) or p.numel() == 0:
+        return False
+    blocks = p[:, m:].reshape(p.shape[0], x.shape[1], -1, m, *p.shape[2:])
+    return bool(torch.isinf(blocks[:, :, 0]).any())
 
 
 def _dmol_stat(c: dict) -> torch.Tensor:

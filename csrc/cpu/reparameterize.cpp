@@ -43,10 +43,11 @@ FASTGEN_CLONES void backward_span(const scalar_t* g, const scalar_t* lv, const s
                                   scalar_t* g_eps, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const acc_t scaled = static_cast<acc_t>(g[i]) * exp_fast(acc_t(0.5) * static_cast<acc_t>(lv[i]));
-    // The reference's order of products (grad * std * eps * 0.5), so that both overflow alike.
-    if (g_lv) g_lv[i] = static_cast<scalar_t>(scaled * static_cast<acc_t>(eps[i]) * acc_t(0.5));
-    if (g_eps) g_eps[i] = static_cast<scalar_t>(scaled);
+    const acc_t std = exp_fast(acc_t(0.5) * static_cast<acc_t>(lv[i])), grad = static_cast<acc_t>(g[i]);
+    // Autograd's order of products through the reference's forward (grad * eps * std * 0.5), so
+    // that both overflow alike near float's max.
+    if (g_lv) g_lv[i] = static_cast<scalar_t>(grad * static_cast<acc_t>(eps[i]) * std * acc_t(0.5));
+    if (g_eps) g_eps[i] = static_cast<scalar_t>(grad * std);
   }
 }
 

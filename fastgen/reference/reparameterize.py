@@ -17,4 +17,4 @@ def reparameterize_backward_reference(grad: torch.Tensor, logvar: torch.Tensor,
                                       eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_logvar, grad_eps); grad_mu is ``grad`` itself."""
     std = torch.exp(0.5 * logvar)
-    return grad * std * eps * 0.5, grad * std
+    return grad * eps * std * 0.5, grad * std  # autograd's order through the forward
