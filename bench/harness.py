@@ -51,6 +51,8 @@ def device_name(device: torch.device) -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    # "Intel(R) Xeon(R) Processor" -> "Intel Xeon": trademarks and generic words say nothing.
+    model = " ".join(re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b", " ", model).split()) or "cpu"
     return f"{model} ({torch.get_num_threads()} threads)"
 
 

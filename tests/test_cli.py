@@ -209,6 +209,7 @@ USER_ERRORS = [
     (["train", "vae", "--data", "npz:{root}/missing.npz", "--out", "{root}/t"], "missing.npz: no such file"),
     (["train", "vae", "--data", "folder:{file}", "--out", "{root}/t"], "is not a directory"),
     (["train", "vae", "--data", "digits", "--lr", "inf", "--out", "{root}/t"], "argument --lr: must be positive"),
+    (["train", "dcgan", "--data", "digits", "--lr", "inf", "--out", "{root}/t"], "argument --lr: must be positive"),
     (["train", "vae", "--data", "digits", "--lr", "nan", "--out", "{root}/t"], "argument --lr: must be positive"),
     (["train", "vae", "--data", "digits", "--lr-decay", "-1", "--out", "{root}/t"],
      r"argument --lr-decay: must be a finite number in (0, 1]"),

@@ -269,6 +269,7 @@ def test_the_cpp_reader_refuses_bad_tensors():
     for index, bad, match in [(0, tensors[0][:6], r"weight must be \(12, 1, 1, 3\)"),
                               (0, tensors[0][..., :1].contiguous(), r"weight must be \(12, 1, 1, 3\), got \[12, 1, 1, 1\]"),
                               (1, tensors[1][:-1], "bias must have shape"),
+                              (1, tensors[1][:0], "bias must have shape"),
                               (0, tensors[0].double(), "must be a contiguous"),
                               (0, torch.zeros(12, 1, 1, 6)[..., ::2], "tensor 0 must be a contiguous"),
                               (len(tensors) - 1, tensors[-1][..., :3].contiguous(), "cond channels")]:
@@ -278,3 +279,21 @@ def test_the_cpp_reader_refuses_bad_tensors():
             torch.ops.fastgen.sample_program_describe(wrong, ints)
     with pytest.raises(RuntimeError, match=r"names \d+ weights and 3 conditioning tensors"):
         torch.ops.fastgen.sample_program_describe(tensors[:-1], ints)
+
+
+@NOT_BUILT
+@pytest.mark.parametrize("op", ["sample_program", "sample_program_block"])
+def test_the_sampler_ops_refuse_an_empty_program_and_empty_conds(op):
+    """The ops read the program themselves: an empty int list, or a conditioning tensor with no
+    rows for the batch, is an error before any memory is read (both once crashed the process)."""
+    program = gated_program()
+    tensors, ints = program.encode()
+    image = torch.zeros(2, 1, program.height, program.width, dtype=torch.long)
+    known, noise = torch.zeros_like(image, dtype=torch.bool), torch.rand(image.shape, dtype=torch.float64)
+    call = getattr(torch.ops.fastgen, op)
+    with pytest.raises(RuntimeError, match="end inside a header"):
+        call(tensors, [], image, known, noise, False)
+    with pytest.raises(RuntimeError, match="has 0 rows for a batch of 2"):
+        call(tensors[:-1] + [tensors[-1][:0]], ints, image, known, noise, False)
+    with pytest.raises(RuntimeError, match="end inside a header"):
+        torch.ops.fastgen.sample_program_describe(tensors, [])

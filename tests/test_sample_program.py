@@ -13,6 +13,8 @@ from fastgen.program import SamplingProgram
 from fastgen.sampling import draw_noise, partial_image
 
 from .conftest import HAS_CUDA, compiled_cpu
+from .test_pixelcnnpp import labels_for
+from .test_pixelcnnpp import make as make_pp
 
 H, W = 5, 6
 NOT_BUILT = pytest.mark.skipif(not compiled_cpu("sample_program"), reason="fastgen._C not built")
@@ -191,8 +193,10 @@ def test_float64_models(impl):
 
 @NOT_BUILT
 @pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN, PixelCNNpp])
-@pytest.mark.parametrize("n", [2, 9], ids=["threads-share-products", "threads-take-batch-slices"])
-def test_thread_count_does_not_change_the_images(cls, n):
+@pytest.mark.parametrize("n,split", [(2, "share"), (9, "slices"), (1, "slices"), (3, "auto")],
+                         ids=["threads-share-products", "threads-take-batch-slices", "one-thread-alone", "auto"])
+def test_thread_count_does_not_change_the_images(cls, n, split, monkeypatch):
+    monkeypatch.setenv("FASTGEN_SAMPLE_SPLIT", split)
     if cls is PixelCNNpp:
         model, c = make_pp(3, 256, n_classes=3), torch.arange(n) % 3
         model = model.float()
@@ -214,22 +218,15 @@ def test_thread_count_does_not_change_the_images(cls, n):
     torch.testing.assert_close(single[1], multi[1], rtol=1e-4, atol=1e-5 * single[1].abs().max().item())
 
 
+@NOT_BUILT
+def test_a_bad_split_rule_is_refused(monkeypatch):
+    model = make(PixelCNN, 1, None, hidden_channels=16)
+    monkeypatch.setenv("FASTGEN_SAMPLE_SPLIT", "halves")
+    with pytest.raises(ValueError, match="FASTGEN_SAMPLE_SPLIT must be auto, share or slices, got 'halves'"):
+        cached(model, 2, None, "cpp", noise=draw_noise(2, model.noise_shape))
+
+
 # -- PixelCNN++ -------------------------------------------------------------------------------------
-
-def make_pp(channels=3, levels=256, size=8, n_classes=None, dtype=torch.float64, **kwargs) -> PixelCNNpp:
-    """A tiny model whose weights are scaled up, so that its mixtures differ from pixel to pixel."""
-    torch.manual_seed(0)
-    kwargs = {"nr_resnet": 1, "nr_filters": 8, "nr_mix": 3, "dropout": 0.0, **kwargs}
-    model = PixelCNNpp(channels, levels, size, n_classes=n_classes, **kwargs).to(dtype).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3)
-    return model
-
-
-def labels_for(model, n):
-    return torch.arange(n) % model.n_classes if model.n_classes else None
-
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("channels,levels,n_classes,nr_resnet", [(3, 256, None, 1), (1, 17, 4, 1), (3, 5, 2, 2)])

@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -844,9 +845,24 @@ struct Split {
   int team;        // threads sharing each slice's products
 };
 
+// FASTGEN_SAMPLE_SPLIT overrides the choice: "share" (the threads share every product), "slices"
+// (each thread samples its own images; fewer threads than images at a small batch) or "auto".
+enum class SplitRule { kAuto, kShare, kSlices };
+
+SplitRule split_rule() {
+  const char* v = std::getenv("FASTGEN_SAMPLE_SPLIT");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return SplitRule::kAuto;
+  if (std::strcmp(v, "share") == 0) return SplitRule::kShare;
+  if (std::strcmp(v, "slices") == 0) return SplitRule::kSlices;
+  TORCH_CHECK_VALUE(false, "sample_program: FASTGEN_SAMPLE_SPLIT must be auto, share or slices, got '", v, "'");
+}
+
 template <typename T>
 Split split_batch(const PackedProgram<T>& P, int64_t n, int64_t threads) {
+  const SplitRule rule = split_rule();
   if (threads < 2 || at::in_parallel_region()) return {1, 1};
+  if (rule == SplitRule::kShare) return {1, static_cast<int>(threads)};
+  if (rule == SplitRule::kSlices) return {std::min(n, threads), 1};
   if (n >= threads && (P.pixel_weight_bytes <= kSliceWeightBytes || n >= kImagesPerThread * threads))
     return {threads, 1};
   if (n < threads && P.weight_bytes <= kShareWeightBytes) return {n, 1};

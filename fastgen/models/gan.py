@@ -20,6 +20,7 @@ from torch import nn
 from fastgen.models._checks import check_images, check_labels
 from fastgen.ops import gradient_penalty
 from fastgen.reference.gan_loss import KINDS
+from fastgen.sampling import eval_mode
 
 CONDITIONINGS = ("projection", "concat")
 NORMS = ("batch", "layer", "none")
@@ -240,12 +241,8 @@ class GAN(nn.Module):
     @torch.no_grad()
     def images_from(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Integer images generated (in eval mode) from given latents, e.g. ``fastgen.latent`` paths."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.to_levels(self.generate(z, labels))
-        finally:
-            self.train(was_training)
 
 
 class DCGAN(GAN):

@@ -387,6 +387,17 @@ def resume_state(path: str, model: torch.nn.Module,
     return checkpoint, training
 
 
+def load_training_states(checkpoint: Checkpoint, training: dict[str, Any], targets: dict[str, Any], what: str) -> None:
+    """Load ``training[key]`` into each ``targets[key]`` (optimisers, schedulers); a state that does
+    not fit this model is a CheckpointError naming the file and ``what`` it held."""
+    try:
+        for key, target in targets.items():
+            target.load_state_dict(training[key])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{os.path.join(checkpoint.path, TRAINING)}: the {what} does not fit this model "
+                              f"({type(e).__name__}: {e})") from None
+
+
 def apply_resume(checkpoint: Checkpoint, training: dict[str, Any], model: torch.nn.Module) -> None:
     """Load the checkpoint's weights into ``model`` and restore the global RNG (the last step of a
     resume, after everything else was checked and restored)."""

@@ -22,8 +22,8 @@ from fastgen.models._checks import check_labels
 from fastgen.models.gan import GAN
 from fastgen.ops import gan_loss
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
-from fastgen.train.checkpoint import TRAINING, CheckpointError, apply_resume, first_non_finite, resume_state, \
-    save_checkpoint
+from fastgen.train.checkpoint import (CheckpointError, apply_resume, first_non_finite, load_training_states,
+                                      resume_state, save_checkpoint)
 from fastgen.train.distributed import resolve_device
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
@@ -168,12 +168,8 @@ class GANTrainer:
             raise CheckpointError(f"{file}: \"epoch_losses\" must hold the lists d and g")
         epoch_losses = {k: float_list(file, f"epoch_losses.{k}", v) for k, v in losses.items()}
         history = GANHistory.from_checkpoint(file, meta.get("history"))
-        try:
-            self.opt_g.load_state_dict(training["opt_g"])
-            self.opt_d.load_state_dict(training["opt_d"])
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
-            raise CheckpointError(f"{os.path.join(checkpoint.path, TRAINING)}: the optimiser states do not fit this "
-                                  f"model ({type(e).__name__}: {e})") from None
+        load_training_states(checkpoint, training, {"opt_g": self.opt_g, "opt_d": self.opt_d},
+                             "state of the two optimisers")
         apply_resume(checkpoint, training, self.model)
         cfg = self.config
         for optimizer, lr in ((self.opt_g, cfg.lr_generator), (self.opt_d, cfg.lr_discriminator)):

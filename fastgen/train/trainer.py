@@ -21,8 +21,8 @@ import torch
 
 from fastgen.data import ImageDataset
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
-from fastgen.train.checkpoint import (TRAINING, Checkpoint, CheckpointError, apply_resume, first_non_finite,
-                                      resume_state, save_checkpoint)
+from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume, first_non_finite,
+                                      load_training_states, resume_state, save_checkpoint)
 from fastgen.train.distributed import LossModule, rank_and_world, resolve_device, shard
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import bits_per_dim_on
@@ -288,12 +288,8 @@ class Trainer:
             checkpoint, math.ceil(len(self.train_data) / self.config.batch_size), len(self.train_data))
         epoch_losses = float_list(file, "epoch_losses", meta.get("epoch_losses"))
         history = History.from_checkpoint(file, meta.get("history"))
-        try:
-            self.optimizer.load_state_dict(training["optimizer"])
-            self.scheduler.load_state_dict(training["scheduler"])
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
-            raise CheckpointError(f"{os.path.join(checkpoint.path, TRAINING)}: the optimiser or scheduler state does "
-                                  f"not fit this model ({type(e).__name__}: {e})") from None
+        load_training_states(checkpoint, training, {"optimizer": self.optimizer, "scheduler": self.scheduler},
+                             "optimiser or scheduler state")
         apply_resume(checkpoint, training, self.model)
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
