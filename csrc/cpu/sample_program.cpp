@@ -147,6 +147,9 @@ struct NodePlan {
 struct ValuePlan {
   ChannelLayout layout;
   int64_t rows = 1, width = 0, height = 0, pad_l = 0, pad_r = 0, scale = 0, stream = 0;
+  // Read only at the position being computed (1x1 terms, pointwise and residual sources, the
+  // draw): a thread alone can keep one position per image instead of a row (see Ring).
+  bool local = false;
   int64_t wp() const { return pad_l + width + pad_r; }
   int64_t row_size() const { return wp() * layout.stride(); }
 };
@@ -249,6 +252,18 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
     for (const TermSpec& t : nd.terms) reads(t.src, t.top, t.left, t.kw);
     if (nd.kind == kKindLstmCell) reads(nd.c, 1, 1, 1);  // the carried cell at (a - 1, b) or (a, b -+ 1)
   }
+  for (int64_t v = 1; v < V; ++v) P.values[static_cast<size_t>(v)].local = P.values[static_cast<size_t>(v)].stream == kStreamPixel;
+  auto not_local = [&](int64_t v) { P.values[static_cast<size_t>(v)].local = false; };
+  for (const NodeSpec& nd : spec.nodes) {
+    for (const TermSpec& t : nd.terms)
+      if (t.top != 0 || t.left != 0 || t.kh != 1 || t.kw != 1 || t.stride != 1 || t.shift_rows != 0 || t.shift_cols != 0)
+        not_local(t.src);
+    if (nd.kind == kKindUpsample) not_local(nd.src);  // read at (a / 2, b / 2) from later pixels
+    if (nd.kind == kKindLstmCell) {
+      not_local(nd.c);
+      not_local(nd.h);
+    }
+  }
 
   P.nodes.resize(spec.nodes.size());
   for (size_t index = 0; index < spec.nodes.size(); ++index) {
@@ -330,12 +345,20 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
 template <typename T>
 struct Ring {
   const ValuePlan* plan = nullptr;
-  AlignedVector<T> data;  // (N, rows, wp, S)
-  int64_t batch_stride() const { return plan->rows * plan->row_size(); }
+  // One position per image, for a value read only where it is computed (ValuePlan::local) when a
+  // thread runs its slice alone: the row of positions would stream through the cache once per
+  // row for nothing. (With a team it would not do: a thread could overwrite the position while
+  // another still reads it.)
+  bool one_position = false;
+  AlignedVector<T> data;  // (N, rows, wp, S), or (N, 1, 1, S)
+  int64_t row_size() const { return one_position ? plan->layout.stride() : plan->row_size(); }
+  int64_t batch_stride() const { return plan->rows * row_size(); }
   // Image row r of image m, at padded column 0; r must be >= 0.
-  T* row(int64_t m, int64_t r) { return data.data() + m * batch_stride() + (r % plan->rows) * plan->row_size(); }
+  T* row(int64_t m, int64_t r) { return data.data() + m * batch_stride() + (r % plan->rows) * row_size(); }
   // Position (r, b) of image m (b may reach into the padding).
-  T* at(int64_t m, int64_t r, int64_t b) { return row(m, r) + (plan->pad_l + b) * plan->layout.stride(); }
+  T* at(int64_t m, int64_t r, int64_t b) {
+    return row(m, r) + (one_position ? 0 : (plan->pad_l + b) * plan->layout.stride());
+  }
 };
 
 // Barriers only where needed: a thread must wait for the others before it reads channels they
@@ -370,14 +393,16 @@ class Fences {
 template <typename T>
 class Slice {
  public:
+  // `alone`: the slice runs on one thread (see Ring::one_position).
   Slice(const PackedProgram<T>& P, int64_t n0, int64_t n, int64_t* image, const bool* known, const T* noise,
-        T* draw_inputs)
+        T* draw_inputs, bool alone)
       : P_(P), S_(P.spec), n0_(n0), n_(n), image_(image), known_(known), noise_(noise), draw_inputs_(draw_inputs) {
     rings_.resize(P.values.size());
     size_t widest = 1;
     for (size_t v = 0; v < P.values.size(); ++v) {
       rings_[v].plan = &P.values[v];
-      rings_[v].data.assign(static_cast<size_t>(n * P.values[v].rows * P.values[v].row_size()), T(0));
+      rings_[v].one_position = alone && P.values[v].local;
+      rings_[v].data.assign(static_cast<size_t>(n * rings_[v].batch_stride()), T(0));
       widest = std::max(widest, static_cast<size_t>(P.values[v].row_size()));
     }
     zero_row_.assign(widest, T(0));
@@ -874,7 +899,7 @@ void run_slices(const PackedProgram<T>& P, int64_t n, int64_t* image, const bool
   const int64_t C = P.spec.C, HW = P.spec.H * P.spec.W, K = P.spec.draw_channels, U = P.spec.noise_channels;
   const Split split = split_batch(P, n, at::get_num_threads());
   if (split.slices == 1) {
-    Slice<T> slice(P, 0, n, image, known, noise, draw_inputs);
+    Slice<T> slice(P, 0, n, image, known, noise, draw_inputs, split.team == 1);
     Team team(split.team);
     team.run([&](int t) { slice.run(team, t); });
     return;
@@ -883,7 +908,7 @@ void run_slices(const PackedProgram<T>& P, int64_t n, int64_t* image, const bool
     for (int64_t s = begin; s < end; ++s) {
       const int64_t b0 = n * s / split.slices, b1 = n * (s + 1) / split.slices;
       Slice<T> slice(P, b0, b1 - b0, image + b0 * C * HW, known + b0 * C * HW, noise + b0 * U * HW,
-                     draw_inputs ? draw_inputs + b0 * K * HW : nullptr);
+                     draw_inputs ? draw_inputs + b0 * K * HW : nullptr, true);
       Team team(1);
       team.run([&](int id) { slice.run(team, id); });
     }
