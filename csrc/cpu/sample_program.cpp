@@ -13,11 +13,11 @@
 //
 // Threads. Images are independent, so a batch can be cut into slices, each run by one thread alone
 // with no barrier; or the threads can share every product of one slice (batch 1). Which is faster
-// depends on the batch and on how much weight a pixel reads: see split_batch. Then each thread owns the same
-// output panels of every value for the whole run, so that at batch 1 its share of the weights stays
-// in its own L2 cache; a thread meets the others at a barrier only before it reads channels that
-// another thread wrote since the last barrier (a product's inputs, the draw), which the `Fences`
-// below track.
+// depends on the batch and on how much weight a pixel reads: see split_batch. When they share,
+// each thread owns the same output panels of every value for the whole run, so that its share of
+// the weights stays in its own L2 cache; a thread meets the others at a barrier only before it reads
+// channels that another thread wrote since the last barrier (a product's inputs, the draw), which
+// the `Fences` below track.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -252,12 +252,17 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
     for (const TermSpec& t : nd.terms) reads(t.src, t.top, t.left, t.kw);
     if (nd.kind == kKindLstmCell) reads(nd.c, 1, 1, 1);  // the carried cell at (a - 1, b) or (a, b -+ 1)
   }
-  for (int64_t v = 1; v < V; ++v) P.values[static_cast<size_t>(v)].local = P.values[static_cast<size_t>(v)].stream == kStreamPixel;
+  for (int64_t v = 1; v < V; ++v) {
+    ValuePlan& vp = P.values[static_cast<size_t>(v)];
+    vp.local = vp.stream == kStreamPixel;
+  }
   auto not_local = [&](int64_t v) { P.values[static_cast<size_t>(v)].local = false; };
   for (const NodeSpec& nd : spec.nodes) {
-    for (const TermSpec& t : nd.terms)
-      if (t.top != 0 || t.left != 0 || t.kh != 1 || t.kw != 1 || t.stride != 1 || t.shift_rows != 0 || t.shift_cols != 0)
-        not_local(t.src);
+    for (const TermSpec& t : nd.terms) {
+      const bool same_position = t.top == 0 && t.left == 0 && t.kh == 1 && t.kw == 1 && t.stride == 1 &&
+                                 t.shift_rows == 0 && t.shift_cols == 0;
+      if (!same_position) not_local(t.src);
+    }
     if (nd.kind == kKindUpsample) not_local(nd.src);  // read at (a / 2, b / 2) from later pixels
     if (nd.kind == kKindLstmCell) {
       not_local(nd.c);
@@ -303,7 +308,8 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
       if (t.current_row) {
         tp.current = pack_taps<T>(tensors[t.weight], np.pre, src.layout, {t.kh - 1}, 0, t.current_taps());
         np.pixel_part = true;
-        P.pixel_weight_bytes += static_cast<double>(tp.current.data.size() * sizeof(T)) / static_cast<double>(1 << (2 * out.scale));
+        P.pixel_weight_bytes +=
+            static_cast<double>(tp.current.data.size() * sizeof(T)) / static_cast<double>(int64_t{1} << (2 * out.scale));
       }
       if (t.bias >= 0) {
         tp.bias = pack_vector<T>(tensors[t.bias], np.pre);
@@ -331,7 +337,8 @@ std::shared_ptr<PackedProgram<T>> pack_program(const ProgramSpec& spec, at::Tens
       }
       if (nd.bias >= 0) np.bias = pack_vector<T>(tensors[nd.bias], np.pre);
     }
-    for (const TermPlan<T>& tp : np.terms) P.weight_bytes += static_cast<double>((tp.rows.data.size() + tp.current.data.size()) * sizeof(T));
+    for (const TermPlan<T>& tp : np.terms)
+      P.weight_bytes += static_cast<double>((tp.rows.data.size() + tp.current.data.size()) * sizeof(T));
     for (const PanelsOf<T>& up : np.upsample) P.weight_bytes += static_cast<double>(up.data.size() * sizeof(T));
     P.widest_row = std::max(P.widest_row, out.width);
     P.widest_pre = std::max(P.widest_pre, np.pre.stride());
