@@ -110,6 +110,7 @@ def _loss_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:
     from fastgen.kernels import gradient_penalty as gp
     from fastgen.kernels import reparameterize as rep
     from fastgen.kernels import vae_nelbo as vae
+    import triton.language as tl
 
     cases = []
     series = 0.002 if dtype == "fp64" else 0.1
@@ -139,10 +140,11 @@ def _loss_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:
                       dict(v_ptr=ptr, part_ptr=acc_ptr, n="i32"), dict(TERM=term, ACC=acc, BLOCK=gan._BLOCK)))
         cases.append((f"gan_loss_bwd[{dtype}, term {term}]", gan._gan_loss_bwd_kernel,
                       dict(g_ptr=ptr, v_ptr=ptr, out_ptr=ptr, n="i32"), dict(TERM=term, ACC=acc, BLOCK=gan._BLOCK)))
+    # The launcher sums the squares in float64 whatever the dtype (as the reference does).
     cases.append((f"gradient_penalty_norm[{dtype}]", gp._norm_kernel, dict(g_ptr=ptr, norm_ptr=acc_ptr, D="i32"),
-                  dict(ACC=acc, BLOCK=gp._BLOCK)))
+                  dict(ACC=tl.float64, BLOCK=gp._BLOCK)))
     cases.append((f"gradient_penalty_bwd[{dtype}]", gp._gradient_penalty_bwd_kernel,
-                  dict(go_ptr=ptr, g_ptr=ptr, norm_ptr=acc_ptr, out_ptr=ptr, D="i32", scale="fp32"),
+                  dict(go_ptr=ptr, g_ptr=ptr, norm_ptr=acc_ptr, out_ptr=ptr, D="i32", weight="fp32", N="fp32"),
                   dict(ACC=acc, BLOCK=gp._BLOCK)))
     return cases
 
