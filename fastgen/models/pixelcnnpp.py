@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastgen._core import dmol_channels
+from fastgen._core import concat_elu, dmol_channels
 from fastgen.models.autoregressive import AutoregressiveImageModel, Cond
 from fastgen.nn.shifted_conv import (
     DownRightShiftedConv2d,
@@ -14,7 +14,6 @@ from fastgen.nn.shifted_conv import (
     DownShiftedConv2d,
     DownShiftedConvTranspose2d,
     NetworkInNetwork,
-    concat_elu,
 )
 from fastgen.ops import dmol_nll, dmol_sample
 from fastgen.program import Act, Conv, CondRef, MixtureDraw, Pointwise, SamplingProgram, Stream, Term, Upsample

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen._core import concat_elu  # noqa: F401  (the models' nonlinearity)
-
 
 def _maybe_weight_norm(module: nn.Module, weight_norm: bool) -> nn.Module:
     return nn.utils.parametrizations.weight_norm(module) if weight_norm else module

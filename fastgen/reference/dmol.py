@@ -32,7 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fastgen._core import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN, dmol_channels
+from fastgen._core import EDGE, LOG_SCALE_MIN, NOISE_EPS, SMALL_BIN
 
 
 def split_params(params: torch.Tensor, channels: int, nr_mix: int):

@@ -28,7 +28,7 @@ from fastgen.train.distributed import resolve_device
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
-from fastgen.train.trainer import (MAX_GRID_SAMPLES, TrainingDiverged, check_model_fits_data, check_training_data,
+from fastgen.train.trainer import (MAX_GRID_SAMPLES, check_model_fits_data, check_training_data,
                                    diverged, epoch_batches, float_list, resumed_config_changes, training_counters,
                                    warn_changes)
 
