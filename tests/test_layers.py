@@ -19,7 +19,8 @@ LAYERS = [
     ("fastgen.ops",),
     ("fastgen.nn",),
     ("fastgen.sampling",),
-    ("fastgen.models", "fastgen.data", "fastgen.latent", "fastgen.metrics"),
+    ("fastgen.models", "fastgen.data", "fastgen.latent"),
+    ("fastgen.metrics",),
     ("fastgen.train",),
     ("fastgen.cli", "fastgen.commands", "fastgen.demo", "fastgen.info", "fastgen.__main__", "fastgen"),
 ]
