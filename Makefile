@@ -44,9 +44,10 @@ bench: build
 info: build
 	$(PY) -m fastgen info
 
-$(VENV)/.installed: requirements-dev.txt pyproject.toml setup.py
+$(VENV)/.installed: requirements-dev.txt requirements-peers.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-peers.txt
 	FASTGEN_NO_EXT=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 

@@ -22,6 +22,7 @@ MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan")
 GANS = ("dcgan", "mlp-gan")
 MAX_SAMPLES = 10_000  # images in one `fastgen sample` grid
 MAX_IW_SAMPLES = 100_000  # `fastgen eval --k`
+MAX_QUALITY_SAMPLES = 1_000_000  # `fastgen eval --n`
 
 
 # -- option types: each refuses a bad value with argparse's "argument --x: ..." line ------------------------
@@ -66,6 +67,16 @@ def path_option(text: str) -> str:
 
 
 SEED = int_option(0, MAX_SEED)
+
+
+def metrics_option(text: str) -> str:
+    """An argparse type: a comma-separated subset of the sample-quality metrics."""
+    from fastgen.metrics.quality import check_metrics
+
+    try:
+        return ",".join(check_metrics(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("metrics must be", "must be")) from None
 
 
 # -- train ---------------------------------------------------------------------------------------------
@@ -145,7 +156,12 @@ def check_model_size(name: str, train, args: argparse.Namespace, device: torch.d
                          "use a smaller --hidden or --layers")
 
 
-def train_gan(args: argparse.Namespace, model, train_data, out: str, device: torch.device) -> int:
+def _quality_options(args: argparse.Namespace) -> dict:
+    """The trainers' sample-quality options from --eval-every, --eval-samples and --eval-metrics."""
+    return dict(eval_every=args.eval_every, eval_samples=args.eval_samples, eval_metrics=args.eval_metrics)
+
+
+def train_gan(args: argparse.Namespace, model, train_data, val_data, out: str, device: torch.device) -> int:
     from fastgen.train import GANTrainConfig, GANTrainer
 
     wasserstein = args.loss == "wasserstein"
@@ -153,8 +169,8 @@ def train_gan(args: argparse.Namespace, model, train_data, out: str, device: tor
     config = GANTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_generator=lr, lr_discriminator=lr,
                             betas=(0.0, 0.9) if wasserstein else (0.5, 0.999), n_critic=args.n_critic,
                             gp_weight=args.gp_weight, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                            grid_samples=args.grid_samples, progress=not args.quiet)
-    trainer = GANTrainer(model, train_data, out, config, device=device)
+                            grid_samples=args.grid_samples, progress=not args.quiet, **_quality_options(args))
+    trainer = GANTrainer(model, train_data, out, config, device=device, eval_data=val_data)
     print(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
           f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
           f"{args.loss} loss; writing to {out}")
@@ -184,10 +200,11 @@ def train(args: argparse.Namespace) -> int:
     if args.model in GANS:
         if world > 1:
             raise ValueError(f"{args.model} trains in one process (not under torchrun)")
-        return train_gan(args, model, train_data, out, device)
+        return train_gan(args, model, train_data, val_data, out, device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-3, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                         grid_samples=args.grid_samples, ema_decay=args.ema, amp=args.amp, progress=not args.quiet)
+                         grid_samples=args.grid_samples, ema_decay=args.ema, amp=args.amp, progress=not args.quiet,
+                         **_quality_options(args))
     trainer = Trainer(model, train_data, val_data, out, config, device=device)
     say(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
         f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
@@ -285,6 +302,7 @@ def sample(args: argparse.Namespace) -> int:
 
 # -- eval ----------------------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> int:
+    """Bits/dim where the model has a likelihood; with --metrics, sample quality against --against."""
     import fastgen
     from fastgen.data import load
     from fastgen.train.distributed import resolve_device
@@ -292,11 +310,35 @@ def evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = fastgen.load(args.checkpoint, device, ema=not args.no_ema)
-    if isinstance(model, fastgen.models.GAN):
-        raise ValueError("a GAN has no likelihood to evaluate")
+    is_gan = isinstance(model, fastgen.models.GAN)
+    if is_gan and not args.metrics:
+        raise ValueError("a GAN has no likelihood to evaluate; ask for sample quality with --metrics fid,kid,is,pr")
     if getattr(model, "cond_channels", None) is not None:
         raise ValueError("this model needs a spatial conditioning map; evaluate it from Python")
-    data = load(args.data, args.split)
+    if not is_gan:
+        data = _evaluation_data(load(args.data, args.split), model)
+        bpd = bits_per_dim_on(model, data, batch_size=args.batch_size, device=device)
+        bound = " (negative ELBO, an upper bound)" if isinstance(model, fastgen.models.VAE) else ""
+        print(f"{args.data} ({args.split}, {len(data)} images): {bpd:.4f} bits/dim{bound}, "
+              f"{bpd * math.log(2.0) * model.dims:.2f} nats per image")
+        if isinstance(model, fastgen.models.VAE) and model.variational and args.k:
+            nats = _importance_weighted_nll(model, data, args, device)
+            print(f"  importance-weighted estimate, k={args.k}: {nats / (math.log(2.0) * model.dims):.4f} bits/dim, "
+                  f"{nats:.2f} nats per image")
+    if args.metrics:
+        from fastgen.metrics.quality import sample_quality
+
+        reference = _evaluation_data(load(args.data, args.against), model)
+        report = sample_quality(model, reference, metrics=args.metrics, n=args.n, seed=args.seed,
+                                inception_weights=args.inception_weights or os.environ.get("FASTGEN_INCEPTION_WEIGHTS"),
+                                batch_size=args.batch_size)
+        print(f"sample quality ({args.against} split of {args.data}; {report.seconds:.1f} s):")
+        print(report.summary())
+    return 0
+
+
+def _evaluation_data(data, model):
+    """``data`` checked against the model's image shape, levels and classes (quantised to its levels)."""
     if data.shape != (model.in_channels, *model.image_size):
         raise ValueError(f"{data.name} has images of shape {data.shape}, the model takes "
                          f"{(model.in_channels, *model.image_size)}")
@@ -306,15 +348,7 @@ def evaluate(args: argparse.Namespace) -> int:
         data = data.quantize(model.levels)
     if model.n_classes is not None and data.n_classes is not None and data.n_classes > model.n_classes:
         raise ValueError(f"{data.name} has {data.n_classes} classes, the model {model.n_classes}")
-    bpd = bits_per_dim_on(model, data, batch_size=args.batch_size, device=device)
-    bound = " (negative ELBO, an upper bound)" if isinstance(model, fastgen.models.VAE) else ""
-    print(f"{args.data} ({args.split}, {len(data)} images): {bpd:.4f} bits/dim{bound}, "
-          f"{bpd * math.log(2.0) * model.dims:.2f} nats per image")
-    if isinstance(model, fastgen.models.VAE) and model.variational and args.k:
-        nats = _importance_weighted_nll(model, data, args, device)
-        print(f"  importance-weighted estimate, k={args.k}: {nats / (math.log(2.0) * model.dims):.4f} bits/dim, "
-              f"{nats:.2f} nats per image")
-    return 0
+    return data
 
 
 @torch.no_grad()
@@ -383,6 +417,12 @@ def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.Ar
     t.add_argument("--checkpoint-every", type=int_option(1), default=None, metavar="STEPS")
     t.add_argument("--grid-samples", type=int_option(0, 100), default=10,
                    help="sample grid per epoch, this many per row (0: none; at most 100)")
+    t.add_argument("--eval-every", type=int_option(1, MAX_EPOCHS), default=None, metavar="EPOCHS",
+                   help="score sample quality every this many epochs against the validation split (the training "
+                        "split for GANs without one), logged to metrics.jsonl as quality/*")
+    t.add_argument("--eval-samples", type=int_option(2), default=1000, help="samples per --eval-every evaluation")
+    t.add_argument("--eval-metrics", type=metrics_option, default="fid,kid,is,pr",
+                   help="for --eval-every: a comma-separated subset of fid,kid,is,pr")
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--out", type=path_option, default=None, help="run directory (default runs/MODEL)")
@@ -412,7 +452,8 @@ def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.Ar
     s.add_argument("--naive", action="store_true", help="the naive sampler (one forward pass per sub-pixel)")
     s.set_defaults(run=lambda args, extra: sample(args))
 
-    e = commands.add_parser("eval", parents=parents, help="bits/dim of a checkpoint on a data set")
+    e = commands.add_parser("eval", parents=parents, help="bits/dim of a checkpoint on a data set, and with --metrics "
+                                                          "the quality of its samples (FID, KID, IS, precision/recall)")
     e.add_argument("checkpoint", type=path_option,
                    help="a checkpoint directory, or a run directory (its best, else last)")
     e.add_argument("--data", required=True, help="as for train")
@@ -421,6 +462,16 @@ def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.Ar
     e.add_argument("--batch-size", type=int_option(1), default=256)
     e.add_argument("--k", type=int_option(0, MAX_IW_SAMPLES), default=100,
                    help="vae: samples of the importance-weighted likelihood estimate (0: skip; default 100)")
+    e.add_argument("--metrics", type=metrics_option, default=None,
+                   help="sample quality: a comma-separated subset of fid,kid,is,pr (the only evaluation of a GAN)")
+    e.add_argument("-n", "--n", type=int_option(2, MAX_QUALITY_SAMPLES), default=10_000,
+                   help="--metrics: samples drawn (default 10000)")
+    e.add_argument("--against", default="test", choices=("train", "val", "test"),
+                   help="--metrics: the split of --data the samples are compared with (default test)")
+    e.add_argument("--inception-weights", type=path_option, default=None, metavar="PATH",
+                   help="--metrics: InceptionV3 weights (torch-fidelity's or pytorch-fid's file) for images other "
+                        "than the bundled 8x8 digits (default: $FASTGEN_INCEPTION_WEIGHTS)")
+    e.add_argument("--seed", type=SEED, default=0, help="--metrics: seed of the samples")
     e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     e.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     e.set_defaults(run=lambda args, extra: evaluate(args))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 
 import torch
+
+# No test writes into the user's cache (e.g. the digits feature network of fastgen.metrics).
+os.environ.setdefault("FASTGEN_CACHE_DIR", tempfile.mkdtemp(prefix="fastgen-test-cache-"))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -484,6 +484,32 @@ def _dmol_sample_valid(c: dict, *, noise_values: bool) -> bool:
     return ok
 
 
+def _fs_forward(m: Maker) -> dict:
+    b, d = m.size(0, 5), m.size(1, 6)
+    return dict(features=m.randn(b, d, scale=2), shift=m.randn(d), total=m.randn(d, dtype=torch.float64),
+                cross=m.randn(d, d, dtype=torch.float64))
+
+
+def _fs_valid(c: dict) -> bool | None:
+    f, s, t, x = (c[k] for k in _FS)
+    if not all(isinstance(v, torch.Tensor) for v in (f, s, t, x)):
+        return False
+    ok = (f.dtype in (torch.float32, torch.float64) and f.dim() == 2 and f.shape[1] >= 1
+          and tuple(s.shape) == (f.shape[1],) and s.dtype == f.dtype and tuple(t.shape) == (f.shape[1],)
+          and tuple(x.shape) == (f.shape[1],) * 2 and t.dtype == torch.float64 and x.dtype == torch.float64
+          and t.is_contiguous() and x.is_contiguous() and one_device(f, s, t, x) and copy_ok(f, s))
+    # float32 products of huge values overflow, and whether a sum of them does depends on its order:
+    # unspecified. NaN and inf give NaN and inf whatever the order.
+    if ok and f.dtype == torch.float32 and any(not _finite_below(v, 1e15) for v in (f, s)):
+        return None
+    return ok
+
+
+def _finite_below(t: torch.Tensor, bound: float) -> bool:
+    v = values(t)
+    return v is None or v.numel() == 0 or bool((v[torch.isfinite(v)].abs() <= bound).all())
+
+
 # -- entry points ----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -642,6 +668,53 @@ ENTRIES: list[Entry] = [
                  public_positional=("params",), public_make=_dmol_sample_public_make,
                  public_valid=lambda c: _dmol_sample_valid(c, noise_values=True), module="dmol"),
 ]
+
+_FS = ("features", "shift", "total", "cross")
+
+
+def _fs_copy(t):
+    """A copy of an accumulator in the same layout (strides, offset, repeated memory), so that the
+    kernel and the reference each update their own and see what the call passed."""
+    if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        return t
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage().clone(), t.storage_offset(), t.shape, t.stride())
+
+
+def _fs_call(fn: Callable[[], Callable]):
+    """An in-place entry point as a function of the call: runs it on copies of the accumulators and
+    returns them (the op itself returns nothing)."""
+    def call(c):
+        c = {k: _fs_copy(v) if k in ("total", "cross") else v for k, v in c.items()}
+        fn()(*(c[k] for k in _FS))
+        return c["total"], c["cross"]
+    return call
+
+
+def _fs_public_reference():
+    import fastgen
+
+    def update(*args):
+        with fastgen.use_reference():
+            fastgen.ops.feature_stats_update(*args)
+    return update
+
+
+def _fastgen_ops():
+    import fastgen.ops
+    return fastgen.ops
+
+
+ENTRIES += [
+    Entry("fastgen.ops.feature_stats_update", _fs_forward, _fs_call(lambda: _fastgen_ops().feature_stats_update),
+          _fs_valid, _fs_call(_fs_public_reference)),
+    Entry("torch.ops.fastgen.feature_stats_update", _fs_forward, _fs_call(lambda: _ops().feature_stats_update),
+          _fs_valid, _fs_call(lambda: _mod("feature_stats")._reference_update)),
+]
+if HAS_TRITON:
+    ENTRIES.append(Entry("fastgen.kernels.feature_stats_update_triton", _fs_forward,
+                         _fs_call(lambda: _kernels("feature_stats").feature_stats_update_triton), _fs_valid, None,
+                         triton=True))
 ENTRY_NAMES = [e.name for e in ENTRIES]
 
 # Entries that check the driver itself (tests/test_fuzz_ops.py), never run by default: one crashes

@@ -85,6 +85,11 @@ def test_gan_train_sample(tmp_path, capsys):
     assert {"last", "metrics.jsonl", "samples"} <= set(os.listdir(run))
     assert main(["sample", run, "-n", "6", "--class", "3", "-o", str(tmp_path / "gan.png")]) == 0
     assert "a GAN has no likelihood" in refused(["eval", run, "--data", "digits"], capsys)
+    capsys.readouterr()
+    assert main(["eval", run, "--data", "digits", "--metrics", "fid,pr", "-n", "300", "--against", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "300 samples against digits/val (180 images), features: digits-cnn-" in out, out
+    assert "FID " in out and "precision " in out and "KID" not in out and "classifier agreement" in out
 
 
 def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):
@@ -201,6 +206,13 @@ USER_ERRORS = [
     (["eval", "{vae}", "--data", "digits", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
     (["eval", "{vae}", "--data", "npz:{file}"], "cannot be read as .npz"),
     (["eval", "{vae}", "--data", "digits", "--k", "-5"], "argument --k: must be a non-negative integer"),
+    (["eval", "{vae}", "--data", "digits", "--metrics", "fid,bogus"], "argument --metrics: must be a comma-separated"),
+    (["eval", "{vae}", "--data", "digits", "--metrics", "fid", "-n", "1"], "argument -n/--n: must be"),
+    (["eval", "{vae}", "--data", "digits", "--metrics", "fid", "--inception-weights", "{root}/none.pth"],
+     "none.pth: no such file"),
+    (["train", "vae", "--data", "digits", "--eval-every", "0", "--out", "{root}/t"], "argument --eval-every"),
+    (["train", "vae", "--data", "digits", "--eval-metrics", "fid,x", "--out", "{root}/t"],
+     "argument --eval-metrics: must be a comma-separated"),
     (["train", "vae", "--data", "digits", "--val-fraction", "1.5", "--out", "{root}/t"],
      r"argument --val-fraction: must be a finite number in [0, 1)"),
     (["train", "vae", "--data", "digits", "--batch-size", "0", "--out", "{root}/t"],

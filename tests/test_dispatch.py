@@ -15,7 +15,8 @@ from fastgen.ops import implementations
 OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_activation_backward", "categorical_nll",
        "categorical_nll_backward", "sample_program", "sample_program_block", "sample_program_describe",
        "reparameterize", "reparameterize_backward", "vae_nelbo", "vae_nelbo_backward", "gan_loss", "gan_loss_backward",
-       "gradient_penalty", "gradient_penalty_backward", "dmol_nll", "dmol_nll_backward", "dmol_sample"}
+       "gradient_penalty", "gradient_penalty_backward", "dmol_nll", "dmol_nll_backward", "dmol_sample",
+       "feature_stats_update"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

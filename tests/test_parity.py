@@ -49,6 +49,14 @@ def _vae(likelihood):
     return call, tensors
 
 
+def _feature_stats(features, shift):
+    """The in-place op as a function: fixed accumulators (on features' device), updated and returned."""
+    total = _randn(5, dtype=torch.float64, seed=2).to(features.device)
+    cross = _randn(5, 5, dtype=torch.float64, seed=3).to(features.device)
+    fastgen.ops.feature_stats_update(features, shift, total, cross)
+    return total, cross
+
+
 def _cases():
     cases = {
         "masked_conv2d": (lambda x, weight, bias: fastgen.ops.masked_conv2d(x, weight, bias, mask_type="B",
@@ -67,6 +75,7 @@ def _cases():
         "dmol_sample": (lambda params: fastgen.ops.dmol_sample(params, nr_mix=2, noise=torch.rand(2, 5, 2, 3,
                                                                                                   generator=_g(3))),
                         dict(params=_randn(2, 20, 2, 3))),
+        "feature_stats_update": (_feature_stats, dict(features=_randn(6, 5, scale=2), shift=_randn(5, seed=1))),
     }
     for likelihood in ("bernoulli", "categorical", "gaussian", "logistic"):
         cases[f"vae_nelbo-{likelihood}"] = _vae(likelihood)
@@ -225,6 +234,10 @@ BAD_META = [
     ("dmol_sample", lambda: ops.dmol_sample(torch.empty(1, 20, 4, 4, **META),
                                             torch.empty(1, 5, 4, 4, dtype=torch.long, **META), 2, 256),
      "noise must be a floating tensor"),
+    ("feature_stats_update", lambda: ops.feature_stats_update(torch.empty(4, 3, **META), torch.empty(3, **META),
+                                                              torch.empty(3, dtype=torch.float64, **META),
+                                                              torch.empty(3, 4, dtype=torch.float64, **META)),
+     r"cross must have shape \(3, 3\)"),
 ]
 
 
@@ -262,6 +275,12 @@ BOMBS = [
     ("dmol_nll-op", lambda: ops.dmol_nll(_expanded(1, 1, 2**13, 2**14), _expanded(1, 3, 2**13, 2**14), 1, 256)),
     ("dmol_sample-op", lambda: ops.dmol_sample(_expanded(1, 3, 2**13, 2**14), _expanded(1, 2, 2**13, 2**14, value=0.5),
                                                1, 256)),
+    ("feature_stats_update-op", lambda: ops.feature_stats_update(_expanded(BIG, 1), torch.zeros(1),
+                                                                 torch.zeros(1, dtype=torch.float64),
+                                                                 torch.zeros(1, 1, dtype=torch.float64))),
+    ("feature_stats_update", lambda: fastgen.ops.feature_stats_update(_expanded(BIG, 1), torch.zeros(1),
+                                                                      torch.zeros(1, dtype=torch.float64),
+                                                                      torch.zeros(1, 1, dtype=torch.float64))),
 ]
 
 
@@ -284,6 +303,7 @@ STRIDE0 = [
     ("vae_nelbo", lambda e: fastgen.ops.vae_nelbo(e(torch.randn(2, 6)), e(torch.rand(2, 6)), e(torch.randn(2, 3)),
                                                   torch.randn(2, 3), likelihood="bernoulli")),
     ("dmol_nll", lambda e: fastgen.ops.dmol_nll(e(_grid(2, 1, 3, 3)), e(torch.randn(2, 6, 3, 3)), nr_mix=2)),
+    ("feature_stats_update", lambda e: _feature_stats(e(torch.randn(4, 5)), e(torch.randn(2, 5))[0])),
 ]
 
 

@@ -83,7 +83,25 @@ def triton_kernels():
                       dict(ACC=acc, BLOCK=nll._BLOCK)))
         cases += _loss_kernels(dtype, ptr, acc_ptr, acc)
         cases += _dmol_kernels(dtype, ptr, acc_ptr, acc)
+        cases += _feature_stats_kernels(dtype, ptr, acc)
     return cases
+
+
+def _feature_stats_kernels(dtype: str, ptr: str, acc) -> list:
+    """Streaming feature statistics: float32 (TF32 and IEEE products) and float64 features only
+    (the op takes no other dtype), at the GPU block sizes the launcher picks."""
+    import torch
+
+    from fastgen.kernels import feature_stats as fs
+
+    if dtype == "bf16":
+        return []
+    block, block_b = fs._blocks(torch.device("cuda"))
+    sig = dict(f_ptr=ptr, s_ptr=ptr, total_ptr="*fp64", cross_ptr="*fp64", B="i32", D="i32", s_fb="i32", s_fd="i32",
+               s_s="i32")
+    return [(f"feature_stats_update[{dtype}, {precision}]", fs._feature_stats_update_kernel, sig,
+             dict(ACC=acc, PRECISION=precision, CHUNK=fs.CHUNK, BLOCK=block, BLOCK_B=block_b))
+            for precision in (("tf32", "ieee") if dtype == "fp32" else ("ieee",))]
 
 
 def _dmol_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:

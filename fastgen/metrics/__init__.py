@@ -1,16 +1,15 @@
-"""Likelihood units."""
-from __future__ import annotations
+"""Evaluation: likelihood units and the sample-quality metrics (FID, KID, Inception Score,
+precision/recall) with their feature networks."""
+from fastgen.metrics.digits_features import DigitsFeatureNetwork, digits_network, train_digits_network
+from fastgen.metrics.features import FeatureNetwork, extract_features, levels_to_unit
+from fastgen.metrics.inception import InceptionV3FID, load_inception
+from fastgen.metrics.likelihood import bits_per_dim
+from fastgen.metrics.scores import (PrecisionRecall, ScoreWithSpread, fid, frechet_distance, inception_score, kid,
+                                    precision_recall)
+from fastgen.metrics.statistics import FeatureStatistics
 
-import math
-
-import torch
-
-
-def bits_per_dim(nll_nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
-    """Convert a negative log-likelihood per image in nats to bits per dimension (sub-pixel).
-
-    >>> bits_per_dim(model.log_prob(x).neg().mean(), dims=x[0].numel())
-    """
-    if dims < 1:
-        raise ValueError(f"dims must be a positive number of dimensions per image, got {dims}")
-    return nll_nats / (dims * math.log(2.0))
+__all__ = ["DigitsFeatureNetwork", "digits_network", "train_digits_network",
+           "FeatureNetwork", "FeatureStatistics", "InceptionV3FID", "load_inception", "PrecisionRecall",
+           "ScoreWithSpread", "bits_per_dim",
+           "extract_features", "fid", "frechet_distance", "inception_score", "kid", "levels_to_unit",
+           "precision_recall"]

@@ -66,3 +66,30 @@ class FeatureNetwork(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_images(images)
         return self.features_and_logits(images)
+
+
+@torch.no_grad()
+def extract_features(network: FeatureNetwork, images, batch_size: int = 256
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(features, logits or None) of ``images``, a (N, C, H, W) float tensor in [0, 1] or an
+    iterable of such batches, run through ``network`` in eval mode ``batch_size`` images at a time."""
+    if not isinstance(network, FeatureNetwork):
+        raise TypeError(f"network must be a fastgen.metrics.FeatureNetwork, got {type(network).__name__}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+    device = next(network.parameters()).device
+    was_training = network.training
+    network.eval()
+    features, logits = [], []
+    try:
+        for batch in batches:
+            f, l = network(batch.to(device))
+            features.append(f.float().cpu())
+            if l is not None:
+                logits.append(l.float().cpu())
+    finally:
+        network.train(was_training)
+    if not features:
+        raise ValueError("images holds no images")
+    return torch.cat(features), (torch.cat(logits) if logits else None)

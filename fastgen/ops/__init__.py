@@ -4,6 +4,7 @@ from fastgen import _ext  # noqa: F401  (then the compiled kernels, if built)
 from fastgen.ops._dispatch import implementations, use_reference
 from fastgen.ops.categorical_nll import categorical_nll
 from fastgen.ops.dmol import dmol_nll, dmol_sample
+from fastgen.ops.feature_stats import feature_stats_update
 from fastgen.ops.gan_loss import gan_loss
 from fastgen.ops.gated_activation import gated_activation
 from fastgen.ops.gradient_penalty import gradient_penalty
@@ -12,5 +13,6 @@ from fastgen.ops.reparameterize import reparameterize
 from fastgen.ops.sample_program import sample_program
 from fastgen.ops.vae_nelbo import vae_nelbo
 
-__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "gan_loss", "gated_activation", "gradient_penalty",
-           "implementations", "masked_conv2d", "reparameterize", "sample_program", "use_reference", "vae_nelbo"]
+__all__ = ["categorical_nll", "dmol_nll", "dmol_sample", "feature_stats_update", "gan_loss", "gated_activation",
+           "gradient_penalty", "implementations", "masked_conv2d", "reparameterize", "sample_program", "use_reference",
+           "vae_nelbo"]

@@ -81,3 +81,9 @@ lib.define("dmol_nll_backward(Tensor grad, Tensor x, Tensor params, Tensor pixel
 # dmol_sample: one draw per pixel from the mixture, noise (N, nr_mix + C, H, W) uniform in [0, 1)
 # -> (N, C, H, W) in [-1, 1] on the grid of `levels` values.
 lib.define("dmol_sample(Tensor params, Tensor noise, int nr_mix, int levels) -> Tensor")
+
+# feature_stats_update: one batch of streaming feature statistics (FID's mean and covariance), in
+# place: d = features - shift; total += d.sum(0) in float64; cross[i, j] += sum_b d[b, i] d[b, j]
+# for i <= j. features (B, D) and shift (D,) float32 or float64; total (D,) and cross (D, D)
+# contiguous float64. The strictly lower triangle of cross is never read or written.
+lib.define("feature_stats_update(Tensor features, Tensor shift, Tensor(a!) total, Tensor(b!) cross) -> ()")

@@ -6,6 +6,7 @@ from fastgen.reference.categorical_nll import (
     categorical_nll_reference,
 )
 from fastgen.reference.dmol import dmol_nll_reference, dmol_pixel_log_prob_reference, dmol_sample_reference
+from fastgen.reference.feature_stats import feature_stats_update_reference, finish_covariance_reference
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
 from fastgen.reference.masked_conv2d import (
     masked_conv2d_backward_reference,
@@ -23,6 +24,8 @@ __all__ = [
     "dmol_nll_reference",
     "dmol_pixel_log_prob_reference",
     "dmol_sample_reference",
+    "feature_stats_update_reference",
+    "finish_covariance_reference",
     "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
     "gated_activation_reference",

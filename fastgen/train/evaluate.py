@@ -6,6 +6,8 @@ import math
 import torch
 
 from fastgen.data import ImageDataset
+from fastgen.metrics.quality import check_metrics, finite_scores, sample_quality
+from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, check_int
 
 
 @torch.no_grad()
@@ -27,3 +29,25 @@ def bits_per_dim_on(model: torch.nn.Module, data: ImageDataset, *, batch_size: i
     finally:
         model.train(was_training)
     return total / len(data) / math.log(2.0)
+
+
+def check_quality_options(eval_every: int | None, eval_samples: int, eval_metrics: str) -> None:
+    """The sample-quality options of both trainers' configs."""
+    check_int("eval_every", eval_every, 1, MAX_EPOCHS, none=True)
+    check_int("eval_samples", eval_samples, 2, MAX_COUNT)
+    if not isinstance(eval_metrics, str):
+        raise TypeError(f"eval_metrics must be a comma-separated string such as 'fid,kid', got {eval_metrics!r}")
+    check_metrics(eval_metrics)
+
+
+def quality_during_training(model: torch.nn.Module, reference: ImageDataset, n: int, metrics: str,
+                            seed: int) -> tuple[dict[str, float], str]:
+    """Sample-quality scores for the metrics log (keys ``quality/<score>``) and a short text for the
+    epoch line. The samples are drawn from their own seeded generator, so the run's random state
+    (and with it an exact resume) is untouched."""
+    report = sample_quality(model, reference, metrics=metrics, n=n, seed=seed)
+    scores = finite_scores(report)
+    shown = ", ".join(f"{name.upper()} {scores[name]:.4g}" for name in ("fid", "kid", "is", "precision", "recall")
+                      if name in scores)
+    logged = {f"quality/{key}": value for key, value in scores.items()}
+    return logged, f"{shown} ({report.n_samples} samples vs {reference.name}, {report.network})"

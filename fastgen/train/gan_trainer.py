@@ -25,6 +25,7 @@ from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool,
 from fastgen.train.checkpoint import (CheckpointError, apply_resume, first_non_finite, load_training_states,
                                       resume_state, save_checkpoint)
 from fastgen.train.distributed import resolve_device
+from fastgen.train.evaluate import check_quality_options, quality_during_training
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
@@ -49,6 +50,9 @@ class GANTrainConfig:
         checkpoint_every: also write ``last`` every this many steps (None: at epoch ends only).
         grid_samples: images per grid row (a conditional model gets one row per class; 0: no grids).
         log_every: write the step losses to metrics.jsonl every this many steps.
+        eval_every: every this many epochs, score ``eval_samples`` samples against the trainer's
+            ``eval_data`` (the training split without one) with ``eval_metrics`` (a comma-separated
+            subset of fid, kid, is, pr), logged as ``quality/*`` (None: never).
         progress: show a progress bar.
     """
 
@@ -63,11 +67,15 @@ class GANTrainConfig:
     checkpoint_every: int | None = None
     grid_samples: int = 8
     log_every: int = 50
+    eval_every: int | None = None
+    eval_samples: int = 1000
+    eval_metrics: str = "fid,kid,is,pr"
     progress: bool = True
 
     def __post_init__(self):
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         check_int("batch_size", self.batch_size, 1, MAX_COUNT)
+        check_quality_options(self.eval_every, self.eval_samples, self.eval_metrics)
         check_float("lr_generator", self.lr_generator, 0.0, low_open=True)
         check_float("lr_discriminator", self.lr_discriminator, 0.0, low_open=True)
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
@@ -107,19 +115,22 @@ class GANTrainer:
     loss, a gradient norm or the weights become NaN or infinite."""
 
     def __init__(self, model: GAN, train_data: ImageDataset, out_dir: str, config: GANTrainConfig | None = None, *,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", eval_data: ImageDataset | None = None):
         if not isinstance(model, GAN):
             raise TypeError(f"model must be a fastgen.models.GAN (DCGAN, MLPGAN), got {type(model).__name__}")
         if config is not None and not isinstance(config, GANTrainConfig):
             raise TypeError(f"config must be a GANTrainConfig, got {type(config).__name__}")
         check_training_data(train_data, "train_data")
         check_model_fits_data(model, train_data)
+        check_training_data(eval_data, "eval_data", optional=True)
+        if eval_data is not None:
+            check_model_fits_data(model, eval_data)
         if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
             raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
         self.config = config or GANTrainConfig()
         self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.train_data, self.out_dir = train_data, str(out_dir)
+        self.train_data, self.eval_data, self.out_dir = train_data, eval_data, str(out_dir)
         self.conditional = model.n_classes is not None
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
@@ -305,8 +316,13 @@ class GANTrainer:
         d, g = mean(self.epoch_losses["d"]), mean(self.epoch_losses["g"])
         self.history.d_loss.append(d)
         self.history.g_loss.append(g)
-        self.log.write(self.step, epoch=self.epoch + 1, d_loss_epoch=d, g_loss_epoch=g)
         message = f"epoch {self.epoch + 1}: discriminator {shown(d)}, generator {shown(g)}"
+        quality, cfg = {}, self.config
+        if cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0:
+            quality, scores = quality_during_training(self.model, self.eval_data or self.train_data,
+                                                      cfg.eval_samples, cfg.eval_metrics, cfg.seed)
+            message += f"; {scores}"
+        self.log.write(self.step, epoch=self.epoch + 1, d_loss_epoch=d, g_loss_epoch=g, **quality)
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = {"d": [], "g": []}

@@ -25,7 +25,7 @@ from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume,
                                       load_training_states, resume_state, save_checkpoint)
 from fastgen.train.distributed import LossModule, rank_and_world, resolve_device, shard
 from fastgen.train.ema import EMA
-from fastgen.train.evaluate import bits_per_dim_on
+from fastgen.train.evaluate import bits_per_dim_on, check_quality_options, quality_during_training
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
@@ -151,6 +151,10 @@ class TrainConfig:
         amp: compute the training loss under bfloat16 autocast (weights, gradients, optimiser
             and the loss's accumulation stay float32; validation runs in float32).
         log_every: write the step loss to metrics.jsonl every this many steps.
+        eval_every: every this many epochs, score ``eval_samples`` samples against the validation
+            split (the training split without one) with ``eval_metrics`` (a comma-separated subset
+            of fid, kid, is, pr; see ``fastgen.metrics.sample_quality``), logged as ``quality/*``
+            (None: never).
         progress: show a progress bar.
     """
 
@@ -165,11 +169,15 @@ class TrainConfig:
     ema_decay: float | None = None
     amp: bool = False
     log_every: int = 50
+    eval_every: int | None = None
+    eval_samples: int = 1000
+    eval_metrics: str = "fid,kid,is,pr"
     progress: bool = True
 
     def __post_init__(self):
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         check_int("batch_size", self.batch_size, 1, MAX_COUNT)
+        check_quality_options(self.eval_every, self.eval_samples, self.eval_metrics)
         check_float("lr", self.lr, 0.0, low_open=True)
         check_float("lr_decay", self.lr_decay, 0.0, 1.0, low_open=True)
         check_float("grad_clip", self.grad_clip, 0.0, low_open=True, none=True)
@@ -452,10 +460,17 @@ class Trainer:
             if val < h.best_val_bpd:
                 h.best_val_bpd, h.best_epoch = val, self.epoch
                 message += " (best)"
+        quality = {}
+        cfg = self.config
+        if cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0 and self.rank == 0:
+            with self.averaged():
+                quality, shown = quality_during_training(self.model, self.val_data or self.train_data,
+                                                         cfg.eval_samples, cfg.eval_metrics, cfg.seed)
+            message += f"; {shown}"
         if self.log:
             self.log.write(self.step, epoch=self.epoch + 1, train_bpd=train_bpd,
                            val_bpd=h.val_bpd[-1] if self.val_data is not None else None,
-                           lr=self.optimizer.param_groups[0]["lr"])
+                           lr=self.optimizer.param_groups[0]["lr"], **quality)
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = []
