@@ -77,6 +77,10 @@ step "op benchmarks, forward+backward"
 limited 90 "$PY" -m bench --device cuda --modes fwd+bwd --providers reference,fastgen --out "$OUT/ops.csv" \
   2>&1 | grep -v -E "USDT|profiler" || status=1
 
+step "FID's streaming feature statistics (forward only: nothing to differentiate)"
+limited 60 "$PY" -m bench --device cuda --op feature_stats --modes fwd --providers reference,fastgen \
+  --out "$OUT/ops.csv" 2>&1 | grep -v -E "USDT|profiler" || status=1
+
 step "PixelCNN++ sampling (the block interpreter)"
 limited 90 "$PY" -m bench.bench_sampling --device cuda --model PixelCNNpp --repeats 3 --out "$OUT/sampling.csv" \
   || status=1

@@ -46,11 +46,9 @@ def test_every_family_is_scored_and_the_report_says_against_what(family, network
     assert model.training  # the model's mode is restored
 
 
-def test_the_floor_beats_noise(network):
+def test_the_floor_is_far_below_an_untrained_model(network):
     train, test = digits("train"), digits("test")
     floor = data_quality(train, test, network=network, kid_subsets=10)
-    noise = data_quality(train.subset(torch.arange(300)), test, network=network, kid_subsets=10)
-    noise.scores  # a subset of real digits: worse than the whole split, far better than a random model
     untrained = sample_quality(FAMILIES["dcgan"](), test, n=300, network=network, kid_subsets=10)
     assert floor.scores["fid"] < untrained.scores["fid"] / 10
     assert floor.scores["precision"] > 0.9 and floor.scores["recall"] > 0.9

@@ -171,7 +171,7 @@ def sample_quality(model: torch.nn.Module, reference: ImageDataset, *, metrics=M
     if n_classes is not None:
         labels = (reference.labels[torch.arange(n) % len(reference)] if reference.labels is not None
                   else torch.arange(n) % n_classes)
-    device = next(model.parameters()).device
+    device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     generator = torch.Generator(device).manual_seed(seed)
     samples, agree = _Features(network), 0
     was_training = model.training
