@@ -6,9 +6,10 @@ test split with the digits feature network ("FID-digits"): test bits/dim where t
 likelihood, FID and KID, precision / recall / density / coverage (k = 5), the Inception Score of
 the digits classifier, classifier agreement (samples labelled as their class), each the mean and
 standard deviation over 3 sample seeds, and the training time on this machine. Two rows frame
-them: the floor (the real training split scored against the test split) and a baseline
-(independent per-pixel samples, every sub-pixel drawn from its own categorical fitted to the
-training split, class by class).
+them: real data (the training split scored against the test split; the digits network was fitted
+and standardised on that split, so this row is a reference point, not a lower bound) and a
+baseline (independent per-pixel samples, every sub-pixel drawn from its own categorical fitted to
+the training split, class by class).
 
 The report goes to stdout and to bench/results/quality-digits-<device>.txt (markdown) and
 bench/results/quality-digits-<device>.csv.
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def add(name, reports, seconds=None, bpd=None, sample_seconds=None, small=None):
         # FID is biased upward at small sample counts: fid_small scores as many samples as the
-        # floor has real images, so that the two can be compared.
+        # real-data row has images, so that the two can be compared.
         for report, fid_small in zip(reports, small or [r.scores["fid"] for r in reports]):
             report.scores["fid_small"] = fid_small
         row = {"model": name, "bits_per_dim": bpd, "train_s": seconds, "n": reports[0].n_samples,
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 for s in SEEDS]
 
     floor = data_quality(train, test, network=network)
-    add("floor: real train split", [floor])
+    add("real data: the train split", [floor])
     baseline = IndependentPixels(train)
     add("baseline: independent pixels", [sample_quality(baseline, test, n=args.n, seed=s, network=network)
                                          for s in SEEDS], small=small_fids(baseline))
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"# {device_name(device)}, torch {torch.__version__}, commit {git_commit()}",
               f"# command: python -m bench.quality_digits --n {args.n}",
               f"# features: {network.name}; reference: digits/test (360 images); {args.n} samples per seed, "
-              f"seeds {SEEDS} (mean ± std over seeds); the floor scores the 1257 real training images, and the "
+              f"seeds {SEEDS} (mean ± std over seeds); the real-data row scores the 1257 training images, and the "
               "1257-sample FID column scores each model at that count (FID grows as samples get fewer)", ""]
     table = ["| model | test bits/dim | FID-digits | FID-digits, 1257 samples | KID | precision | recall | density | coverage | IS | "
              "agreement | training (s) | sampling + scoring per seed (s) |",

@@ -330,7 +330,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
         reference = _evaluation_data(load(args.data, args.against), model)
         report = sample_quality(model, reference, metrics=args.metrics, n=args.n, seed=args.seed,
-                                inception_weights=args.inception_weights or os.environ.get("FASTGEN_INCEPTION_WEIGHTS"),
+                                inception_weights=args.inception_weights,
                                 batch_size=args.batch_size)
         print(f"sample quality ({args.against} split of {args.data}; {report.seconds:.1f} s):")
         print(report.summary())
@@ -469,8 +469,9 @@ def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.Ar
     e.add_argument("--against", default="test", choices=("train", "val", "test"),
                    help="--metrics: the split of --data the samples are compared with (default test)")
     e.add_argument("--inception-weights", type=path_option, default=None, metavar="PATH",
-                   help="--metrics: InceptionV3 weights (torch-fidelity's or pytorch-fid's file) for images other "
-                        "than the bundled 8x8 digits (default: $FASTGEN_INCEPTION_WEIGHTS)")
+                   help="--metrics: InceptionV3 weights (torch-fidelity's or pytorch-fid's file); images other than "
+                        "the bundled 8x8 digits read $FASTGEN_INCEPTION_WEIGHTS without it, and the digits use "
+                        "fastgen's digits network unless it is given")
     e.add_argument("--seed", type=SEED, default=0, help="--metrics: seed of the samples")
     e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     e.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")

@@ -23,10 +23,12 @@ from ._common import check_tensor, require
 CHUNK = 1024  # rows summed in float32 before each float64 add (as the C++ kernel)
 
 
-def _precision(device: torch.device) -> str:
-    """TF32 only where torch's own float32 matmuls use it (torch.cov then would): statistics want
-    float32 products, and cuDNN's TF32 default, which the convolution kernels follow, is on."""
-    return "tf32" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+def _precision(features: torch.Tensor) -> str:
+    """TF32 only for float32 features where torch's own float32 matmuls use it (torch.cov then
+    would): statistics want float32 products, and cuDNN's TF32 default, which the convolution
+    kernels follow, is on. float64 products are always IEEE."""
+    tf32 = features.dtype == torch.float32 and features.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "ieee"
 
 
 def _blocks(device: torch.device) -> tuple[int, int]:
@@ -98,6 +100,14 @@ def feature_stats_update_triton(features: torch.Tensor, shift: torch.Tensor, tot
     for name, t in (("total", total), ("cross", cross)):
         require(t.dtype == torch.float64, op, f"{name} must be float64, got {t.dtype}")
         require(t.is_contiguous(), op, f"{name} must be contiguous (it is updated in place), got strides {t.stride()}")
+    # The programs read every input while others write the accumulators: no two may share storage.
+    named = (("features", features), ("shift", shift), ("total", total), ("cross", cross))
+    for i, (name_a, a) in enumerate(named):
+        for name_b, b_ in named[i + 1:]:
+            if name_a in ("total", "cross") or name_b in ("total", "cross"):
+                require(a.numel() == 0 or b_.numel() == 0
+                        or a.untyped_storage().data_ptr() != b_.untyped_storage().data_ptr(), op,
+                        f"{name_a} and {name_b} share memory; the accumulators must be tensors of their own")
     if b == 0:
         return
     block, block_b = _blocks(features.device)
@@ -105,4 +115,4 @@ def feature_stats_update_triton(features: torch.Tensor, shift: torch.Tensor, tot
     grid = (triton.cdiv(d, block), triton.cdiv(d, block))
     _feature_stats_update_kernel[grid](
         features, shift, total, cross, b, d, features.stride(0), features.stride(1), shift.stride(0),
-        ACC=acc, PRECISION=_precision(features.device), CHUNK=CHUNK, BLOCK=block, BLOCK_B=block_b)
+        ACC=acc, PRECISION=_precision(features), CHUNK=CHUNK, BLOCK=block, BLOCK_B=block_b)

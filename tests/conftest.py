@@ -10,6 +10,8 @@ import torch
 
 # No test writes into the user's cache (e.g. the digits feature network of fastgen.metrics).
 os.environ.setdefault("FASTGEN_CACHE_DIR", tempfile.mkdtemp(prefix="fastgen-test-cache-"))
+# Nor reads the user's Inception weights: the tests that need them write their own.
+os.environ.pop("FASTGEN_INCEPTION_WEIGHTS", None)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -284,3 +284,13 @@ def test_in_place_updates_bump_the_version_counters():
     versions = total._version, cross._version
     fastgen.ops.feature_stats_update(features, shift, total, cross)
     assert (total._version, cross._version) == (versions[0] + 1, versions[1] + 1)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_the_triton_launcher_refuses_accumulators_that_share_memory():
+    from fastgen.kernels.feature_stats import feature_stats_update_triton
+
+    features = torch.randn(5, 3)
+    storage = torch.zeros(3 + 9, dtype=torch.float64)
+    with pytest.raises(ValueError, match="total and cross share memory"):
+        feature_stats_update_triton(features, features.mean(0), storage[:3], storage[3:].view(3, 3))

@@ -249,3 +249,10 @@ def test_bad_images(network, images, problem):
     with pytest.raises(ValueError, match=problem):
         network(images)
 
+
+
+def test_loading_leaves_the_global_random_state_alone(fidelity_file):
+    # Training runs load the network at their start; their dropout and noise draw from this state.
+    state = torch.get_rng_state()
+    load_inception(fidelity_file)
+    assert torch.equal(torch.get_rng_state(), state)

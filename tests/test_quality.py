@@ -61,13 +61,19 @@ def test_bad_requests_are_refused(network):
         sample_quality(model, test, metrics="fid,bpd", network=network)
     with pytest.raises(ValueError, match="n must be an integer of at least 2"):
         sample_quality(model, test, n=1, network=network)
-    with pytest.raises(ValueError, match=r"reference digits/test \(binarized\)|shape|levels"):
+    with pytest.raises(ValueError, match=r"makes images of shape \(3, 8, 8\), reference digits/test has \(1, 8, 8\)"):
         sample_quality(PixelCNN(3, 17, 8, hidden_channels=6, n_layers=1), test, network=network)
     with pytest.raises(ValueError, match="spatial conditioning map"):
         sample_quality(GatedPixelCNN(1, 17, 8, hidden_channels=8, n_layers=1, cond_channels=2), test,
                        network=network)
-    with pytest.raises(ValueError, match="FID needs more samples than feature dimensions"):
+    with pytest.raises(ValueError, match=r"FID with digits-cnn-\w+ \(128 features\) needs more than 128 images"):
         sample_quality(model, test, metrics="fid", n=50, network=network)
+    with pytest.raises(ValueError, match="precision/recall with k = 5 needs more than 5 images"):
+        sample_quality(model, test, metrics="pr", n=5, network=network)
+    with pytest.raises(ValueError, match=r"17 levels, reference digits/test \(binarized\) has 2"):
+        sample_quality(model, digits("test", binarized=True), network=network)
+    with pytest.raises(TypeError, match="model must be a fastgen model"):
+        sample_quality(torch.nn.Linear(2, 2), test, network=network)
 
 
 def _metrics(path: str) -> list[dict]:
@@ -108,3 +114,11 @@ def test_gan_eval_every_scores_against_its_eval_data(tmp_path, network):
         GANTrainConfig(eval_every=0)
     with pytest.raises(ValueError, match="metrics must be a comma-separated"):
         TrainConfig(eval_metrics="fid,nll")
+
+
+def test_a_run_that_cannot_be_scored_stops_before_its_first_step(tmp_path):
+    model = PixelCNN(1, 17, 8, hidden_channels=8, n_layers=1, kernel_size=3)
+    config = TrainConfig(epochs=1, eval_every=1, eval_samples=100, eval_metrics="fid", progress=False)
+    with pytest.raises(ValueError, match=r"needs more than 128 images on each side \(a covariance of fewer is singular\), got 100 samples"):
+        Trainer(model, digits("train"), digits("val"), str(tmp_path / "run"), config)
+    assert not (tmp_path / "run").exists()

@@ -284,7 +284,10 @@ void update_float32_avx512(const at::Tensor& features, const at::Tensor& shift, 
 // it to check both paths on one machine.
 bool use_tiles() {
 #ifdef FASTGEN_FEATURE_STATS_AVX512
-  static const bool available = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+  // The tile code is compiled for x86-64-v4, which assumes all of these.
+  static const bool available = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                                __builtin_cpu_supports("avx512cd");
 #else
   const bool available = false;
 #endif

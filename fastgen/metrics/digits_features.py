@@ -60,7 +60,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -312,6 +311,8 @@ def cache_file(directory: Path, key: str) -> Path:
 
 def _load(path: Path, key: str) -> DigitsFeatureNetwork:
     """The network in ``path``; raises ValueError (or the reader's error) if it is not the one of ``key``."""
+    import safetensors  # here: `import fastgen` needs only torch and numpy
+
     with safetensors.safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
         tensors = {name: f.get_tensor(name) for name in f.keys()}
@@ -339,6 +340,8 @@ def _save(network: DigitsFeatureNetwork, path: Path, key: str) -> None:
     metadata = {"hash": key, "name": network.name, "test_accuracy": f"{network.test_accuracy:.6f}",
                 "recipe_version": str(RECIPE_VERSION), "feature_dim": str(network.feature_dim),
                 "trained_with_torch": torch.__version__}
+    import safetensors.torch
+
     data = safetensors.torch.save({k: v.contiguous() for k, v in network.state_dict().items()}, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

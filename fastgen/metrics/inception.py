@@ -320,7 +320,8 @@ def load_inception(path: str | None = None) -> InceptionV3FID:
             "fastgen does not download them")
     path = os.fspath(path)
     state = {k: v for k, v in _read_state_dict(path).items() if not _is_counter(k)}
-    model = InceptionV3FID()
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+        model = InceptionV3FID()
     expected = {k: v.shape for k, v in model.state_dict().items() if not _is_counter(k)}
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     if missing or unexpected:

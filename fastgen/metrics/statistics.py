@@ -54,10 +54,11 @@ class FeatureStatistics:
         return self
 
     def _check_finite(self) -> None:
-        # A NaN or infinite feature always leaves the running sum non-finite, so one look at it
-        # here replaces a scan of every batch.
-        if not torch.isfinite(self._total).all():
-            raise ValueError("the features held NaN or infinite values")
+        # A NaN or infinite feature always leaves the running sum non-finite, so one look at the
+        # accumulators here replaces a scan of every batch (a float32 product that overflowed
+        # shows in cross alone).
+        if not (torch.isfinite(self._total).all() and torch.isfinite(self._cross).all()):
+            raise ValueError("the features held NaN or infinite values (or products too large for their dtype)")
 
     @property
     def mean(self) -> torch.Tensor:

@@ -6,7 +6,8 @@ import math
 import torch
 
 from fastgen.data import ImageDataset
-from fastgen.metrics.quality import check_metrics, finite_scores, sample_quality
+from fastgen.metrics.quality import (check_metrics, check_model, check_request, default_network, finite_scores,
+                                     model_device, sample_quality)
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, check_int
 
 
@@ -40,14 +41,28 @@ def check_quality_options(eval_every: int | None, eval_samples: int, eval_metric
     check_metrics(eval_metrics)
 
 
-def quality_during_training(model: torch.nn.Module, reference: ImageDataset, n: int, metrics: str,
-                            seed: int) -> tuple[dict[str, float], str]:
-    """Sample-quality scores for the metrics log (keys ``quality/<score>``) and a short text for the
-    epoch line. The samples are drawn from their own seeded generator, so the run's random state
-    (and with it an exact resume) is untouched."""
-    report = sample_quality(model, reference, metrics=metrics, n=n, seed=seed)
-    scores = finite_scores(report)
-    shown = ", ".join(f"{name.upper()} {scores[name]:.4g}" for name in ("fid", "kid", "is", "precision", "recall")
-                      if name in scores)
-    logged = {f"quality/{key}": value for key, value in scores.items()}
-    return logged, f"{shown} ({report.n_samples} samples vs {reference.name}, {report.network})"
+class QualityEvaluation:
+    """The trainers' ``eval_every``: the feature network is resolved and the request checked when
+    the trainer is made, so that a run whose samples could not be scored (no Inception weights,
+    fewer samples than features) fails before its first step, not at the end of an epoch.
+
+    Calling it scores the model: ``quality/<score>`` entries for the metrics log and a short text
+    for the epoch line. The samples come from their own seeded generator, and building the
+    feature network leaves the global RNG alone, so a run with evaluations trains exactly as one
+    without."""
+
+    def __init__(self, model: torch.nn.Module, reference: ImageDataset, n: int, metrics: str, seed: int):
+        check_model(model)
+        self.metrics = check_metrics(metrics)
+        self.network = default_network((model.in_channels, *model.image_size)).to(model_device(model))
+        check_request(self.network, self.metrics, n, len(reference), k=5)
+        self.reference, self.n, self.seed = reference, n, seed
+
+    def __call__(self, model: torch.nn.Module) -> tuple[dict[str, float], str]:
+        report = sample_quality(model, self.reference, metrics=self.metrics, n=self.n, seed=self.seed,
+                                network=self.network)
+        scores = finite_scores(report)
+        shown = ", ".join(f"{name.upper()} {scores[name]:.4g}" for name in ("fid", "kid", "is", "precision", "recall")
+                          if name in scores)
+        logged = {f"quality/{key}": value for key, value in scores.items()}
+        return logged, f"{shown} ({report.n_samples} samples vs {self.reference.name}, {report.network})"

@@ -25,7 +25,7 @@ from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool,
 from fastgen.train.checkpoint import (CheckpointError, apply_resume, first_non_finite, load_training_states,
                                       resume_state, save_checkpoint)
 from fastgen.train.distributed import resolve_device
-from fastgen.train.evaluate import check_quality_options, quality_during_training
+from fastgen.train.evaluate import QualityEvaluation, check_quality_options
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
@@ -146,6 +146,8 @@ class GANTrainer:
         self.grid_noise = model.noise(max(1, cfg.grid_samples) * (model.n_classes or max(1, cfg.grid_samples)),
                                       torch.Generator(self.device).manual_seed(cfg.seed))
         self.log: MetricsLog | None = None
+        self.quality = (QualityEvaluation(self.model, eval_data or train_data, cfg.eval_samples, cfg.eval_metrics,
+                                          cfg.seed) if cfg.eval_every else None)
 
     # -- state ---------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> None:
@@ -317,10 +319,9 @@ class GANTrainer:
         self.history.d_loss.append(d)
         self.history.g_loss.append(g)
         message = f"epoch {self.epoch + 1}: discriminator {shown(d)}, generator {shown(g)}"
-        quality, cfg = {}, self.config
-        if cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0:
-            quality, scores = quality_during_training(self.model, self.eval_data or self.train_data,
-                                                      cfg.eval_samples, cfg.eval_metrics, cfg.seed)
+        quality = {}
+        if self.quality is not None and (self.epoch + 1) % self.config.eval_every == 0:
+            quality, scores = self.quality(self.model)
             message += f"; {scores}"
         self.log.write(self.step, epoch=self.epoch + 1, d_loss_epoch=d, g_loss_epoch=g, **quality)
         self.epoch += 1

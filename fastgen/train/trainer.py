@@ -25,7 +25,7 @@ from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume,
                                       load_training_states, resume_state, save_checkpoint)
 from fastgen.train.distributed import LossModule, rank_and_world, resolve_device, shard
 from fastgen.train.ema import EMA
-from fastgen.train.evaluate import bits_per_dim_on, check_quality_options, quality_during_training
+from fastgen.train.evaluate import QualityEvaluation, bits_per_dim_on, check_quality_options
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
@@ -259,6 +259,11 @@ class Trainer:
         self.best_path = os.path.join(self.out_dir, "best")
         self.saved_step: int | None = None  # the step of the checkpoint in last_path, once there is one
         self.log: MetricsLog | None = None
+        # Under torchrun only rank 0 scores samples; the others wait at the next step's all-reduce,
+        # so an evaluation must finish within the process group's timeout (30 minutes by default).
+        cfg = self.config
+        self.quality = (QualityEvaluation(self.model, val_data or train_data, cfg.eval_samples, cfg.eval_metrics,
+                                          cfg.seed) if cfg.eval_every and self.rank == 0 else None)
 
     # -- state ---------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> None:
@@ -461,11 +466,9 @@ class Trainer:
                 h.best_val_bpd, h.best_epoch = val, self.epoch
                 message += " (best)"
         quality = {}
-        cfg = self.config
-        if cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0 and self.rank == 0:
+        if self.quality is not None and (self.epoch + 1) % self.config.eval_every == 0:
             with self.averaged():
-                quality, shown = quality_during_training(self.model, self.val_data or self.train_data,
-                                                         cfg.eval_samples, cfg.eval_metrics, cfg.seed)
+                quality, shown = self.quality(self.model)
             message += f"; {shown}"
         if self.log:
             self.log.write(self.step, epoch=self.epoch + 1, train_bpd=train_bpd,
