@@ -81,6 +81,17 @@ step "FID's streaming feature statistics (forward only: nothing to differentiate
 limited 60 "$PY" -m bench --device cuda --op feature_stats --modes fwd --providers reference,fastgen \
   --out "$OUT/ops.csv" 2>&1 | grep -v -E "USDT|profiler" || status=1
 
+step "sample quality of models on the GPU (generators, devices, the feature network moved along)"
+limited 60 "$PY" - > "$OUT/quality-cuda.txt" 2>&1 <<'PYEOF' || status=1
+from fastgen.data import digits
+from fastgen.metrics import sample_quality
+from fastgen.models import DCGAN, VAE, GatedPixelCNN
+for model in (DCGAN(1, 17, 8, n_classes=10), VAE(1, 17, 8, n_classes=10), GatedPixelCNN(1, 17, 8, n_classes=10)):
+    report = sample_quality(model.cuda(), digits("test"), n=500, metrics="fid,kid,pr")
+    print(type(model).__name__, report.summary().replace("\n", ";"))
+PYEOF
+cat "$OUT/quality-cuda.txt"
+
 step "PixelCNN++ sampling (the block interpreter)"
 limited 90 "$PY" -m bench.bench_sampling --device cuda --model PixelCNNpp --repeats 3 --out "$OUT/sampling.csv" \
   || status=1
