@@ -7,6 +7,8 @@ that range is the caller's job (``levels_to_unit``), so that every network sees 
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -78,18 +80,24 @@ def extract_features(network: FeatureNetwork, images, batch_size: int = 256
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
-    device = next(network.parameters()).device
-    was_training = network.training
-    network.eval()
     features, logits = [], []
-    try:
+    with eval_mode(network):
         for batch in batches:
-            f, l = network(batch.to(device))
+            f, l = network(batch.to(next(network.parameters()).device))
             features.append(f.float().cpu())
             if l is not None:
                 logits.append(l.float().cpu())
-    finally:
-        network.train(was_training)
     if not features:
         raise ValueError("images holds no images")
     return torch.cat(features), (torch.cat(logits) if logits else None)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module):
+    """Modules in eval mode (batch norm on its running statistics, no dropout), restored after."""
+    modes = [m.training for m in modules]
+    try:
+        yield [m.eval() for m in modules]
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)

@@ -9,7 +9,6 @@ weights from a local file (``load_inception``).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import torch
 
 from fastgen.data import ImageDataset
 from fastgen.metrics.digits_features import digits_network
-from fastgen.metrics.features import FeatureNetwork, levels_to_unit
+from fastgen.metrics.features import FeatureNetwork, eval_mode, levels_to_unit
 from fastgen.metrics.inception import load_inception
 from fastgen.metrics.scores import fid, inception_score, kid, precision_recall
 from fastgen.metrics.statistics import FeatureStatistics
@@ -103,17 +102,6 @@ class _Features:
 
     def all(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return (torch.cat(self.features) if self.features else None), (torch.cat(self.logits) if self.logits else None)
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules: torch.nn.Module):
-    """Modules in eval mode (batch norm on its running statistics, no dropout), restored after."""
-    modes = [m.training for m in modules]
-    try:
-        yield [m.eval() for m in modules]
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
 
 
 def _dataset_features(data: ImageDataset, network: FeatureNetwork, batch_size: int, keep: bool) -> _Features:
@@ -223,7 +211,7 @@ def sample_quality(model: torch.nn.Module, reference: ImageDataset, *, metrics=M
     generator = torch.Generator("cpu" if isinstance(model, AutoregressiveImageModel) else device).manual_seed(seed)
     keep = bool({"kid", "pr"} & set(metrics))
     samples, agree = _Features(network, keep), 0
-    with _eval_mode(model, network):
+    with eval_mode(model, network):
         for chunk in torch.arange(n).split(batch_size):
             cond = labels[chunk].to(device) if labels is not None else None
             images = model.sample(len(chunk), cond, generator=generator).cpu()
@@ -253,7 +241,7 @@ def data_quality(data: ImageDataset, reference: ImageDataset, *, metrics=METRICS
     check_request(network, metrics, len(data), len(reference), k)
     start = time.perf_counter()
     keep = bool({"kid", "pr"} & set(metrics))
-    with _eval_mode(network):
+    with eval_mode(network):
         features = _dataset_features(data, network, batch_size, keep), _dataset_features(reference, network,
                                                                                          batch_size, keep)
     scores, notes = _scores(*features, metrics, kid_subsets=kid_subsets, k=k, is_splits=is_splits, seed=seed)
