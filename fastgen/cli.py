@@ -31,7 +31,10 @@ EXIT_USER_ERROR = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are the one line every fastgen error is."""
+    """An ArgumentParser whose errors are the one line every fastgen error is. The top-level
+    parser keeps its commands' parsers in ``commands`` (by name)."""
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("fastgen").strip()
@@ -126,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False,
                         help="show the traceback of an error instead of its one-line message")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    add_commands(commands, [debug])
+    parser.commands = add_commands(commands, [debug])
     commands.add_parser("info", parents=[debug],
                         help="versions and which implementation serves each op").set_defaults(run=_info)
     demo = commands.add_parser("demo", parents=[debug],
@@ -148,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_train(parser: Parser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """``fastgen train``'s arguments: with --config, the file's options become the defaults and
+    the command line is parsed again over them. The resolved options go to ``args.run_options``
+    (the train command writes them to the run directory)."""
+    from fastgen.run_config import apply_config, missing_required, read_config_file, resolved_options
+
+    train_parser = parser.commands["train"]
+    if args.config is not None:
+        apply_config(train_parser, read_config_file(args.config), args.config)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    missing = missing_required(train_parser, args)
+    if missing:
+        train_parser.error(f"the following arguments are required: {', '.join(missing)}")
+    args.run_options = resolved_options(args, train_parser)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one fastgen command; returns its exit code (2 and one line on stderr for a user error)."""
     parser = build_parser()
@@ -156,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with one_line_warnings():
         try:
+            if args.command == "train":
+                args = _parse_train(parser, args, argv)
             return args.run(args, extra)
         except KeyboardInterrupt:
             if args.debug:

@@ -197,6 +197,10 @@ def train(args: argparse.Namespace) -> int:
     check_model_size(args.model, train_data, args, device)
     torch.manual_seed(args.seed)
     model = build_model(args.model, train_data, args)
+    if rank == 0 and getattr(args, "run_options", None) is not None:
+        from fastgen.run_config import write_run_config
+
+        write_run_config(out, args.run_options)  # `fastgen train --config OUT/config.json` repeats this run
     if args.model in GANS:
         if world > 1:
             raise ValueError(f"{args.model} trains in one process (not under torchrun)")
@@ -228,8 +232,13 @@ def check_output_file(path: str, option: str = "-o/--output") -> None:
     """Refuse an output path that cannot become a file, before the work that would fill it."""
     if os.path.isdir(path):
         raise ValueError(f"{option} {path}: is a directory; expected the path of a PNG file")
+    check_parent_directory(path, option)
+
+
+def check_parent_directory(path: str, option: str) -> None:
+    """Refuse a path below a file: missing directories are created, a file in the way cannot be."""
     parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):  # missing directories are created, unless a file is in the way
+    while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise ValueError(f"{option} {path}: {parent} is a file, not a directory")
@@ -363,14 +372,49 @@ def _importance_weighted_nll(model, data, args: argparse.Namespace, device: torc
     return total / len(data)
 
 
+# -- convert -------------------------------------------------------------------------------------------
+def convert(args: argparse.Namespace) -> int:
+    """A PixelCNN++ trained with a reference code, written as a fastgen checkpoint directory."""
+    from fastgen.interop import load_pixelcnnpp
+    from fastgen.train.checkpoint import holds_checkpoint, save_checkpoint
+
+    out = args.output
+    if args.no_ema and args.source != "openai":
+        raise ValueError("--no-ema applies to --source openai (a pclucas14 state_dict holds one set of weights)")
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise ValueError(f"-o/--output {out}: is a file; expected the path of a checkpoint directory")
+        if os.listdir(out) and not holds_checkpoint(out):
+            raise ValueError(f"-o/--output {out}: a directory that is not a fastgen checkpoint; choose a new path")
+        if os.listdir(out) and not args.overwrite:
+            raise ValueError(f"-o/--output {out}: a checkpoint is there; --overwrite replaces it")
+    check_parent_directory(out, "-o/--output")
+    model = load_pixelcnnpp(args.weights, source=args.source, levels=args.levels, image_size=args.image_size,
+                            ema=False if args.no_ema else None)
+    save_checkpoint(out, model_type=type(model).__name__, model_config=model.config(), weights=model.state_dict(),
+                    meta={"converted_from": {"source": args.source, "weights": os.path.abspath(args.weights)}})
+    config = model.config()
+    print(f"PixelCNNpp from {args.source}: nr_resnet {config['nr_resnet']}, nr_filters {config['nr_filters']}, "
+          f"nr_mix {config['nr_mix']}, {config['in_channels']} channel{'s' if config['in_channels'] > 1 else ''}, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    print(os.path.abspath(out))
+    return 0
+
+
 # -- parsers -------------------------------------------------------------------------------------------
-def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    """The train, sample and eval parsers (``parents``: options every command takes, e.g. --debug)."""
+def add_commands(commands: argparse._SubParsersAction,
+                 parents: list[argparse.ArgumentParser]) -> dict[str, argparse.ArgumentParser]:
+    """The train, sample, eval and convert parsers, by name (``parents``: options every command
+    takes, e.g. --debug)."""
     t = commands.add_parser("train", parents=parents, help="train a model on a data set, writing checkpoints, "
                                                            "sample grids and metrics.jsonl to --out")
-    t.add_argument("model", choices=MODELS)
-    t.add_argument("--data", required=True, help="digits | digits-binary | mnist:DIR | cifar10:DIR | folder:DIR | "
-                                                 "npz:FILE")
+    # model and --data are required, but may come from --config: fastgen.cli checks them after the file is read.
+    t.add_argument("model", nargs="?", choices=MODELS, default=None, help=f"{' | '.join(MODELS)}")
+    t.add_argument("--config", type=path_option, default=None, metavar="FILE",
+                   help="read the options from FILE: a TOML file of flag = value lines, or a run's config.json "
+                        "(which repeats that run); flags on the command line override it")
+    t.add_argument("--data", default=None, help="digits | digits-binary | mnist:DIR | cifar10:DIR | folder:DIR | "
+                                                "npz:FILE")
     t.add_argument("--levels", type=int_option(2, 65536), default=None, help="quantise the data to this many levels")
     t.add_argument("--val-fraction", type=float_option(0.0, 1.0, high_open=True), default=0.05,
                    help="training images held out for validation, in [0, 1) (the digits have their own split)")
@@ -476,3 +520,19 @@ def add_commands(commands: argparse._SubParsersAction, parents: list[argparse.Ar
     e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     e.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     e.set_defaults(run=lambda args, extra: evaluate(args))
+
+    c = commands.add_parser("convert", parents=parents,
+                            help="write a PixelCNN++ trained with pclucas14/pixel-cnn-pp or openai/pixel-cnn as a "
+                                 "fastgen checkpoint directory (for sample, eval and Python)")
+    c.add_argument("weights", type=path_option,
+                   help="pclucas14: the .pth state_dict file; openai: the checkpoint prefix or its .index file")
+    c.add_argument("-o", "--output", type=path_option, required=True, metavar="DIR", help="checkpoint directory")
+    c.add_argument("--source", required=True, choices=("pclucas14", "openai"), help="the code that trained WEIGHTS")
+    c.add_argument("--levels", type=int_option(2, 65536), default=256, help="levels per sub-pixel (default 256)")
+    c.add_argument("--image-size", type=int_option(4, 4096), default=32,
+                   help="height and width the model samples, a multiple of 4 (default 32)")
+    c.add_argument("--no-ema", action="store_true",
+                   help="openai: the trained values, not their Polyak averages (used by default when present)")
+    c.add_argument("--overwrite", action="store_true", help="replace a checkpoint at DIR")
+    c.set_defaults(run=lambda args, extra: convert(args))
+    return {"train": t, "sample": s, "eval": e, "convert": c}

@@ -1,11 +1,13 @@
 """Fuzzing the fastgen command line with bad command lines.
 
-For every subcommand (train, sample, eval, demo, info, bench, and the bare ``fastgen``) the fuzzer
-starts from a valid, tiny command line and mutates it: bad numbers (negative, zero, NaN,
+For every subcommand (train, sample, eval, convert, demo, info, bench, and the bare ``fastgen``)
+the fuzzer starts from a valid, tiny command line and mutates it: bad numbers (negative, zero, NaN,
 infinities, huge, not numbers), missing or wrong paths, directories where files belong, damaged
-checkpoints, config.json and safetensors files, bad data specs and data files, unknown flags,
-empty strings. Each case runs through ``fastgen.cli.main`` inside a worker process, with its
-stdout and stderr (file descriptors 1 and 2, so a subprocess's output too) captured.
+checkpoints, config.json and safetensors files, bad data specs and data files, damaged
+PixelCNN++ weights of the reference codes (a torch .pth, a TensorFlow checkpoint), bad
+``train --config`` files (TOML and run configs), unknown flags, empty strings. Each case runs
+through ``fastgen.cli.main`` inside a worker process, with its stdout and stderr (file
+descriptors 1 and 2, so a subprocess's output too) captured.
 
 A case fails when its output holds a traceback, when it exits with a code other than 0 (success)
 or 2 (a user error), when an exit code 2 comes without a ``fastgen: error:`` line (or the bench
@@ -39,9 +41,17 @@ import traceback
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ("train", "sample", "eval", "demo", "info", "bench", "fastgen")
+GROUPS = ("train", "sample", "eval", "convert", "demo", "info", "bench", "fastgen")
 NUMBERS_BAD = ["0", "-1", "-7", "nan", "inf", "-inf", "1e309", "x", "", " ", "1.5", "0x10", "1e9", "--", "٣"]
 HUGE = ["99999999999999999999", str(2**63), str(2**64 + 1)]
+EVIL_MARK = "this must never run"  # printed by a pickle that was unpickled without weights_only
+
+
+class Evil:
+    """Pickles as a call of os.system: a file that holds it must be refused, never loaded."""
+
+    def __reduce__(self):
+        return (os.system, (f"echo {EVIL_MARK}",))
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -64,6 +74,8 @@ class Result:
             return f"signal {signal.Signals(self.signal).name}"
         if "Traceback" in self.output:
             return "traceback"
+        if EVIL_MARK in self.output:
+            return "ran code from a pickle"
         if self.code not in (0, 2):
             return f"exit code {self.code}"
         if self.code == 2 and not any(line.startswith("fastgen: error: ") or "python -m bench: error:" in line
@@ -176,6 +188,8 @@ class Workspace:
         self._data()
         self._runs(worker)
         self._damaged_checkpoints()
+        self._weights(worker)
+        self._configs()
 
     def fresh(self, name: str = "out") -> str:
         """A path that does not exist yet."""
@@ -266,10 +280,6 @@ class Workspace:
 
     def _cifar(self, rng) -> None:
         import numpy as np
-
-        class Evil:
-            def __reduce__(self):
-                return (os.system, ("echo this must never run",))
 
         for name, data in (("good", rng.integers(0, 256, (3, 3072), dtype=np.uint8)),
                            ("float", rng.random((3, 3072)) * 300),
@@ -369,6 +379,179 @@ class Workspace:
         shutil.copytree(source, path)
         return path
 
+    # reference-code weights (fastgen convert) ------------------------------------------------------------
+    def _weights(self, worker: Worker) -> None:
+        """A tiny pclucas14 state dict (.pth) and openai checkpoint (PREFIX.index + shard), damaged
+        copies of both, and a checkpoint converted from the first (converted/pclucas14)."""
+        import torch
+
+        from tests.pixelcnnpp_sources import openai_variables, pclucas14_state_dict
+        from tests.test_tf_checkpoint import Spec, write_bundle
+
+        state = pclucas14_state_dict(1, 4, 2, seed=0)
+        torch.save(state, self._path("weights/pclucas14.pth"))
+        good = open(self.paths["weights/pclucas14.pth"], "rb").read()
+        open(self._path("weights/truncated.pth"), "wb").write(good[: len(good) // 2])
+        open(self._path("weights/garbage.pth"), "wb").write(random.Random(0).randbytes(300))
+        open(self._path("weights/empty.pth"), "wb").close()
+        first = "u_init.conv.weight_v"
+        damaged = {
+            "list": list(state.values()),
+            "missing-tensor": {k: v for k, v in state.items() if k != "nin_out.lin_a.bias"},
+            "missing-first": {k: v for k, v in state.items() if k != first},
+            "extra-tensor": {**state, "up_layers.0.u_stream.7.conv_input.conv.bias": torch.zeros(4)},
+            "reshaped": {**state, "down_layers.1.ul_stream.0.conv_out.conv.weight_v":
+                         state["down_layers.1.ul_stream.0.conv_out.conv.weight_v"].flatten()},
+            "first-reshaped": {**state, first: state[first].flatten()},
+            "nan": {**state, "nin_out.lin_a.weight_g": torch.full_like(state["nin_out.lin_a.weight_g"], float("nan"))},
+            "int-tensor": {**state, "nin_out.lin_a.bias": state["nin_out.lin_a.bias"].long()},
+            "not-a-tensor": {**state, first: [1.0, 2.0]},
+            "number-keys": {k: v for k, v in enumerate(state.values())},
+            "data-parallel": {f"module.{k}": v for k, v in state.items()},  # valid: nn.DataParallel's names
+            "class": {**state, "args": argparse.Namespace(lr=1e-3)},  # a class weights_only must refuse
+            "evil": {**state, "x": Evil()},
+            "empty-dict": {},
+        }
+        for name, content in damaged.items():
+            torch.save(content, self._path(f"weights/{name}.pth"))
+        open(self._path("weights/evil-pickle.pth"), "wb").write(pickle.dumps({first: Evil()}, protocol=2))
+
+        variables = openai_variables(1, 4, 2, seed=0, ema=True)
+        ema = "/ExponentialMovingAverage"
+        bundles = {
+            "openai": [Spec(n, t) for n, t in variables.items()],
+            "openai-no-ema": [Spec(n, t) for n, t in openai_variables(1, 4, 2, seed=0).items()],  # valid
+            "openai-partial-ema": [Spec(n, t) for n, t in variables.items() if n != "model/conv2d_3/V" + ema],
+            "openai-missing": [Spec(n, t) for n, t in variables.items() if not n.startswith("model/conv2d_3/V")],
+            "openai-nan": [Spec(n, torch.full_like(t, float("nan")) if n == "model/dense_0/b" + ema else t)
+                           for n, t in variables.items()],
+            "openai-reshaped": [Spec(n, t.flatten() if n.startswith("model/deconv2d_0/V") else t)
+                                for n, t in variables.items()],
+            "openai-lying-shape": [Spec(n, t, shape=(10**6, 10**6) if n == "model/conv2d_0/V" + ema else None)
+                                   for n, t in variables.items()],
+            "openai-lying-offset": [Spec(n, t, offset=10**12 if n == "model/conv2d_0/b" + ema else None)
+                                    for n, t in variables.items()],
+            "openai-not-pixelcnn": [Spec("model/dense/W", torch.ones(3, 2)), Spec("global_step", torch.tensor(1))],
+        }
+        for name, specs in bundles.items():
+            write_bundle(self._path(f"weights/{name}.ckpt"), specs)
+        prefix = self.paths["weights/openai.ckpt"]
+        index, data = open(prefix + ".index", "rb").read(), open(prefix + ".data-00000-of-00001", "rb").read()
+        for name, (index_bytes, data_bytes) in {
+                "openai-half-index": (index[: len(index) // 2], data),
+                "openai-random-index": (random.Random(1).randbytes(len(index)), data),
+                "openai-empty-index": (b"", data),
+                "openai-no-data": (index, None),
+                "openai-truncated-data": (index, data[: len(data) // 2])}.items():
+            path = self._path(f"weights/{name}.ckpt")
+            open(path + ".index", "wb").write(index_bytes)
+            if data_bytes is not None:
+                open(path + ".data-00000-of-00001", "wb").write(data_bytes)
+        out = self._path("converted/pclucas14")
+        result = worker.run("setup", ["convert", self.paths["weights/pclucas14.pth"], "-o", out, "--source",
+                                      "pclucas14", "--image-size", "8"])
+        if result.code != 0:
+            raise RuntimeError(f"could not convert the fuzzer's pclucas14 weights: {result.output}")
+
+    # train --config files -----------------------------------------------------------------------------
+    FULL_TOML = ('model = "pixelcnn"\ndata = "digits"\nepochs = 1\nhidden = 8\nlayers = 1\nkernel-size = 3\n'
+                 'batch_size = 256\ngrid-samples = 0\nquiet = true\n')
+
+    def _configs(self) -> None:
+        """TOML and JSON files for ``train --config``: valid ones (configs/good-*: tiny, or setting options
+        that the fuzzer's command lines override), and bad ones (configs/bad-*)."""
+        good = {
+            "empty.toml": "",
+            "full.toml": self.FULL_TOML,  # a whole tiny run: the command line may leave out model and --data
+            # large options that every train command line of the fuzzer sets again, tiny
+            "overridden.toml": ('model = "vae"\ndata = "digits-binary"\nepochs = 50\nhidden = 512\nlayers = 12\n'
+                                '"nr-mix" = 10\nlatent_dim = 64\nkernel_size = 7\nbatch-size = 1\n'
+                                f'grid-samples = 100\nquiet = false\nout = {json.dumps(self.paths["runs/vae"])}\n'),
+            "underscores.toml": "batch_size = 256\ngrid_samples = 0\nval_fraction = 0.1\nlr_decay = 0.9\nseed = 3\n",
+            "nulls.json": json.dumps({"levels": None, "ema": None, "lr": None}),
+            "flat.json": json.dumps({"lr": 0.002, "grad-clip": 0.5, "dropout": 0.1}),
+        }
+        bad = {
+            "invalid.toml": "epochs = \n",
+            "brackets.toml": "[[[\n",
+            "duplicate.toml": "epochs = 1\nepochs = 2\n",
+            "unknown-key.toml": "bogus = 1\n",
+            "near-key.toml": "batch-sizes = 256\n",
+            "config-key.toml": 'config = "other.toml"\n',
+            "help-key.toml": "help = true\n",
+            "empty-key.toml": '"" = 1\n',
+            "string-number.toml": 'batch-size = "x"\n',
+            "zero.toml": "batch-size = 0\n",
+            "negative-epochs.toml": "epochs = -1\n",
+            "float-epochs.toml": "epochs = 1.5\n",
+            "huge-epochs.toml": "epochs = 99999999999999999999\n",
+            "nan-lr.toml": "lr = nan\n",
+            "inf-lr.toml": "lr = inf\n",
+            "bool-number.toml": "hidden = true\n",
+            "number-bool.toml": "conditional = 1\n",
+            "string-bool.toml": 'amp = "true"\n',
+            "model-unknown.toml": 'model = "resnet"\n',
+            "model-number.toml": "model = 3\n",
+            "choice.toml": 'likelihood = "gauss"\n',
+            "levels.toml": "levels = 1\n",
+            "list.toml": "hidden = [8]\n",
+            "date.toml": "seed = 1979-05-27\n",
+            "nested.toml": "[train]\nepochs = 1\n",
+            "dotted.toml": "epochs.value = 1\n",
+            "inline-table.toml": 'data = {spec = "digits"}\n',
+            "out-empty.toml": 'out = ""\n',
+            "out-nul.toml": 'out = "a\\u0000b"\n',
+            "data-empty.toml": 'data = ""\n',
+            "device.toml": 'device = "tpu"\n',
+            "resume-overwrite.toml": "resume = true\noverwrite = true\n",
+            "resume.toml": "resume = true\n",
+            "deep.toml": "a = " + "[" * 50000 + "\n",
+            "bom.toml": "\ufeffepochs = 1\n",
+            "wrong-extension.yaml": "epochs: 1\n",
+            "no-extension": "epochs = 1\n",
+            "array.json": "[1, 2]",
+            "null.json": "null",
+            "string.json": '"epochs"',
+            "empty.json": "",
+            "half.json": '{"format": "fastgen-run',
+            "nan.json": '{"lr": NaN}',
+            "deep.json": "[" * 100000,
+            "unknown.json": '{"bogus": 1}',
+            "nested.json": '{"epochs": {"n": 1}}',
+            "bool-epochs.json": '{"epochs": true}',
+            "big-number.json": '{"lr": 1e999}',
+        }
+        for name, text in good.items():
+            open(self._path(f"configs/good-{name}"), "w").write(text)
+        for name, text in bad.items():
+            open(self._path(f"configs/bad-{name}"), "w", encoding="utf-8").write(text)
+        open(self._path("configs/bad-non-utf8.toml"), "wb").write(b"epochs = 1\n# \xff\xfe\n")
+        open(self._path("configs/bad-nul.toml"), "wb").write(b"epochs = 1\x00\n")
+        open(self._path("configs/bad-latin1.json"), "wb").write(b'{"data": "d\xe9j\xe0"}')
+        with open(self._path("configs/bad-huge.toml"), "wb") as f:
+            f.write(b"epochs = 1\n" + b"#" * (1 << 20) + b"\n")
+        os.makedirs(self._path("configs/bad-directory.toml"), exist_ok=True)
+        run_config = json.load(open(os.path.join(self.paths["runs/vae"], "config.json")))
+        run_edits = {
+            "future": lambda c: c.update(version=99),
+            "version-string": lambda c: c.update(version="1"),
+            "version-bool": lambda c: c.update(version=True),
+            "version-zero": lambda c: c.update(version=0),
+            "no-version": lambda c: c.pop("version"),
+            "options-list": lambda c: c.update(options=[1]),
+            "no-options": lambda c: c.pop("options"),
+            "options-unknown": lambda c: c["options"].update(bogus=1),
+            "options-config": lambda c: c["options"].update(config="x.toml"),
+            "options-zero-epochs": lambda c: c["options"].update(epochs=0),
+            "options-string-batch": lambda c: c["options"].update({"batch-size": "256"}),
+            "options-model": lambda c: c["options"].update(model="VAE"),
+            "other-format": lambda c: c.update(format="fastgen-run-config-2"),
+        }
+        for name, edit in run_edits.items():
+            config = json.loads(json.dumps(run_config))
+            edit(config)
+            open(self._path(f"configs/bad-run-{name}.json"), "w").write(json.dumps(config))
+
     # pools --------------------------------------------------------------------------------------------
     def runs(self) -> list[str]:
         return [self.paths[f"runs/{name}"] for name in self.RUNS]
@@ -397,6 +580,55 @@ class Workspace:
                  f"cifar10:{p['files/text.txt']}", f"npz:{p['dirs/empty']}", f"npz:{p['files/text.txt']}",
                  f"npz:{os.path.join(self.root, 'missing.npz')}", "imagenet:/x", "digits:x", "mnist:", "npz:", "",
                  ":", "DIGITS", "digits ", "folder:" + "a" * 5000])
+
+    def good_weights(self, source: str) -> list[str]:
+        p = self.paths
+        if source == "pclucas14":
+            return [p["weights/pclucas14.pth"], p["weights/data-parallel.pth"]]
+        prefix = p["weights/openai.ckpt"]
+        return [prefix, prefix + ".index", prefix + ".data-00000-of-00001", p["weights/openai-no-ema.ckpt"]]
+
+    def bad_weights(self) -> list[str]:
+        p = self.paths
+        good = {"weights/pclucas14.pth", "weights/data-parallel.pth", "weights/openai.ckpt",
+                "weights/openai-no-ema.ckpt"}
+        return sorted(p[k] for k in p if k.startswith("weights/") and k not in good) + [
+            p["dirs/empty"], os.path.dirname(p["weights/pclucas14.pth"]), p["files/text.txt"], p["npz/good.npz"],
+            os.path.join(self.root, "missing.pth"), os.path.join(p["files/text.txt"], "x.pth"),
+            p["converted/pclucas14"], os.path.join(p["converted/pclucas14"], "model.safetensors"),
+            os.path.join(p["runs/pixelcnnpp"], "last", "training.pt")]
+
+    def convert_outputs(self) -> list[str]:
+        """Where convert must refuse to write (a file, a path under a file, a directory that holds no
+        checkpoint, a checkpoint without --overwrite), or may (an empty directory, a checkpoint with
+        --overwrite: the cases get copies of those, see ``writable_outputs``)."""
+        p = self.paths
+        return [p["files/text.txt"], os.path.join(p["files/text.txt"], "ckpt"), "", self.root, p["runs/vae"],
+                p["folder/good"], p["mnist/good"], *self.writable_outputs()]
+
+    def writable_outputs(self) -> list[str]:
+        """Directories that convert writes into (given --overwrite for the checkpoints): cases get copies."""
+        p = self.paths
+        return [p["dirs/empty"], p["converted/pclucas14"], os.path.join(p["runs/vae"], "last"),
+                p["damaged/config-empty/last"]]
+
+    def good_configs(self) -> list[str]:
+        """--config files that a train command line of the fuzzer may add (it overrides what they set):
+        tiny TOML files and the runs' own config.json."""
+        return sorted(p for k, p in self.paths.items() if k.startswith("configs/good-")) + self.run_configs()
+
+    def run_configs(self) -> list[str]:
+        return [os.path.join(run, "config.json") for run in self.runs()]
+
+    def bad_configs(self) -> list[str]:
+        p = self.paths
+        return sorted(p[k] for k in p if k.startswith("configs/bad-")) + [
+            os.path.join(self.root, "missing.toml"), os.path.join(self.root, "missing.json"), "", p["dirs/empty"],
+            p["runs/vae"], p["files/text.txt"], p["npz/good.npz"], os.path.join(p["runs/vae"], "last", "config.json"),
+            os.path.join(p["damaged/config-list/last"], "config.json"),
+            os.path.join(p["damaged/config-half/last"], "config.json"),
+            os.path.join(p["damaged/config-is-a-directory/last"], "config.json"),
+            os.path.join(p["files/text.txt"], "x.toml")]
 
     def bad_outputs(self) -> list[str]:
         p = self.paths
@@ -439,10 +671,20 @@ class Cases:
             return argv[:position] + [""] + argv[position:]
         return argv + argv[-2:]
 
+    @staticmethod
+    def positional(argv: list[str], name: str) -> list[str]:
+        """Move the value of ``name``, a positional's stand-in option, into the positional's place."""
+        if name not in argv:
+            return argv
+        i = argv.index(name)
+        return [argv[0], argv[i + 1], *argv[2:i], *argv[i + 2:]] if i + 1 < len(argv) else argv[:i]
+
     # option tables: name -> (bad values, tiny valid values)
-    def train_options(self) -> dict[str, tuple[list[str], list[str]]]:
+    def train_options(self, configs: list[str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
+        """``configs``: the valid --config files (default: those the base command line overrides)."""
         ws = self.ws
         return {
+            "--config": (ws.bad_configs(), ws.good_configs() if configs is None else configs),
             "--data": (ws.bad_data(), ws.good_data()),
             "--levels": (["1", "0", "-2", "70000", "2.5", "nan", "x", "", "40"], ["2", "4"]),
             "--val-fraction": (["1", "1.5", "-0.1", "nan", "inf", "x", "", "0.99999"], ["0", "0.2"]),
@@ -472,7 +714,8 @@ class Cases:
             "--out": (ws.bad_outputs() + ws.runs(), [ws.fresh("train")]),
         }
 
-    DEEP = ("--data", "--out", "checkpoint", "-o", "--partial", "--device", "--lr")  # refused past the parser
+    DEEP = ("--data", "--out", "checkpoint", "weights", "-o", "--partial", "--device", "--lr",
+            "--config")  # refused past the parser
 
     def apply(self, argv: list[str], options: dict, *, bad: bool) -> list[str]:
         """Set one option (replacing it when present) to a bad or a valid value. Options that are
@@ -500,20 +743,36 @@ class Cases:
         return self.apply(argv, options, bad=True)
 
     def train(self) -> list[str]:
-        model = self.pick(["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan"])
-        argv = ["train", model, "--data", self.pick(self.ws.good_data()), "--epochs", "1", "--hidden", "8",
-                "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size", "256",
-                "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
-        if self.rng.random() < 0.1:
-            argv[1] = self.pick(["resnet", "", "PixelCNN", "gan"])
+        if self.rng.random() < 0.2:
+            # The run's options from --config alone: a tiny run in TOML, or a run's config.json (which repeats
+            # that run) with a fresh --out; only these tiny files may replace it.
+            configs = [self.ws.paths["configs/good-full.toml"], *self.ws.run_configs()]
+            argv = ["train", "--config", self.pick(configs), "--quiet", "--out", self.ws.fresh("train")]
+            options = self.train_options(configs)
+        else:
+            model = self.pick(["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan"])
+            argv = ["train", model, "--data", self.pick(self.ws.good_data()), "--epochs", "1", "--hidden", "8",
+                    "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size",
+                    "256", "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
+            if self.rng.random() < 0.1:
+                argv[1] = self.pick(["resnet", "", "PixelCNN", "gan"])
+            options = self.train_options()
         flags = ["--resume", "--overwrite", "--conditional", "--amp", "--weight-norm", "--resume --overwrite"]
-        argv = self.mutate(argv, self.train_options(), [f for f in flags if " " not in f], bad_needed=False)
+        argv = self.mutate(argv, options, [f for f in flags if " " not in f], bad_needed=False)
         if "--resume" in argv or "--overwrite" in argv:
             # Point the run at a copy of a trained (or damaged) run, so that the originals stay as they are.
             i = len(argv) - 1 - argv[::-1].index("--out") if "--out" in argv else None
             target = self.pick(self.ws.runs() + self.ws.damaged_runs())
             if i is not None and i + 1 < len(argv) and os.path.isdir(target):
                 argv[i + 1] = self.ws.copy_of(target)
+        elif "--out" in argv:
+            # A directory that holds no run is trained into: the empty one and the workspace's root become
+            # copies (of an empty and of a small non-empty directory), which later cases do not read.
+            i = len(argv) - 1 - argv[::-1].index("--out")
+            stand_in = {self.ws.paths["dirs/empty"]: self.ws.paths["dirs/empty"],
+                        self.ws.root: self.ws.paths["folder/good"]}
+            if i + 1 < len(argv) and argv[i + 1] in stand_in:
+                argv[i + 1] = self.ws.copy_of(stand_in[argv[i + 1]])
         return argv
 
     def sample(self) -> list[str]:
@@ -532,10 +791,7 @@ class Cases:
             "--device": (self.devices(), ["cpu"]),
         }
         argv = self.mutate(argv, options, ["--no-ema", "--naive"], bad_needed=False)
-        if "checkpoint" in argv:  # the positional's stand-in: move its value into place
-            i = argv.index("checkpoint")
-            argv = [argv[0], argv[i + 1], *argv[2:i], *argv[i + 2:]] if i + 1 < len(argv) else argv[:i]
-        return argv
+        return self.positional(argv, "checkpoint")
 
     def eval(self) -> list[str]:
         ws = self.ws
@@ -550,9 +806,37 @@ class Cases:
             "--device": (self.devices(), ["cpu"]),
         }
         argv = self.mutate(argv, options, ["--no-ema"], bad_needed=False)
-        if "checkpoint" in argv:
-            i = argv.index("checkpoint")
-            argv = [argv[0], argv[i + 1], *argv[2:i], *argv[i + 2:]] if i + 1 < len(argv) else argv[:i]
+        return self.positional(argv, "checkpoint")
+
+    def convert(self) -> list[str]:
+        ws = self.ws
+        source = self.pick(["pclucas14", "openai"])
+        other = "openai" if source == "pclucas14" else "pclucas14"
+        argv = ["convert", self.pick(ws.good_weights(source)), "-o", ws.fresh("convert"), "--source", source,
+                "--image-size", "8"]
+        options = {
+            "weights": (ws.bad_weights() + ws.good_weights(other), ws.good_weights(source)),
+            "-o": (ws.convert_outputs(), [ws.fresh("convert")]),
+            "--source": ([other, "", "tf", "OpenAI", "pytorch"], [source]),
+            "--levels": (NUMBERS_BAD + HUGE + ["1", "65537"], ["2", "17", "256"]),
+            "--image-size": (NUMBERS_BAD + HUGE + ["0", "2", "6", "10", "4097", "4100"], ["4", "8", "16"]),
+        }
+        if self.rng.random() < 0.15:  # a required argument left out, or --no-ema for a state dict
+            left_out = self.pick(["weights", "-o", "--source", "--no-ema"])
+            if left_out == "weights":
+                argv = [argv[0], *argv[2:]]
+            elif left_out == "--no-ema":
+                argv = argv + ["--no-ema"]
+            else:
+                i = argv.index(left_out)
+                argv = argv[:i] + argv[i + 2:]
+        else:
+            flags = ["--overwrite"] + (["--no-ema"] if source == "openai" else [])
+            argv = self.positional(self.mutate(argv, options, flags, bad_needed=False), "weights")
+        if "-o" in argv:  # an empty directory or a checkpoint may be written: point the case at a copy
+            i = len(argv) - 1 - argv[::-1].index("-o")
+            if i + 1 < len(argv) and argv[i + 1] in ws.writable_outputs():
+                argv[i + 1] = ws.copy_of(argv[i + 1])
         return argv
 
     def demo(self) -> list[str]:
@@ -598,7 +882,8 @@ class Cases:
     def fastgen(self) -> list[str]:
         return self.pick([[], ["--bogus"], ["trian"], [""], ["--debug"], ["-x", "train"], ["train"], ["sample"],
                           ["eval"], ["train", "--help=x"], ["--debug", "--debug"], ["help"], ["-"], ["--"],
-                          [self.pick(NUMBERS_BAD)], ["sample", "--debug"], ["--help"], ["train", "--help"]])
+                          [self.pick(NUMBERS_BAD)], ["sample", "--debug"], ["--help"], ["train", "--help"],
+                          ["convert"], ["convert", "--help"], ["train", "--config"], ["convert", "--debug"]])
 
     def make(self, group: str) -> list[str]:
         return getattr(self, group)()

@@ -65,3 +65,11 @@ def test_sampling_benchmark_runs_every_provider(tmp_path, capsys):
     assert "scaled by 8" in capsys.readouterr().out
     assert sampling_main(["--markdown", "--out", str(out)]) == 0
     assert "| PixelCNN | 1 |" in capsys.readouterr().out
+
+
+def test_interop_benchmark_runs(capsys):
+    from bench.bench_interop import main as interop_main
+
+    assert interop_main(["--quick", "--repeats", "1", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "max relative error vs source (float32)" in out and "speed-up" in out

@@ -20,9 +20,10 @@ LAYERS = [
     ("fastgen.nn",),
     ("fastgen.sampling",),
     ("fastgen.models", "fastgen.data", "fastgen.latent"),
+    ("fastgen.interop",),
     ("fastgen.metrics",),
     ("fastgen.train",),
-    ("fastgen.cli", "fastgen.commands", "fastgen.demo", "fastgen.info", "fastgen.__main__", "fastgen"),
+    ("fastgen.cli", "fastgen.commands", "fastgen.run_config", "fastgen.demo", "fastgen.info", "fastgen.__main__", "fastgen"),
 ]
 
 

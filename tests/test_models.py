@@ -203,3 +203,13 @@ class TestBadInput:
             self.model.sample(0, torch.tensor([], dtype=torch.long))
         with pytest.raises(TypeError, match="partial must be a pair"):
             self.model.sample(2, torch.tensor([0, 1]), partial=torch.zeros(2, 1, H, W))
+
+
+def test_uint8_images_at_the_top_level_are_accepted():
+    """256 levels in uint8 reach 255; the range check must not wrap 256 to 0 in uint8 arithmetic."""
+    from fastgen.models._checks import check_images
+
+    top = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    assert check_images(top, (3, 4, 4), 256).dtype == torch.long
+    with pytest.raises(ValueError, match=r"values must lie in \[0, 255\)"):
+        check_images(top, (3, 4, 4), 255)

@@ -16,10 +16,11 @@ def check_images(x: object, shape: tuple[int, int, int], levels: int, name: str 
         raise ValueError(f"{name} must hold integer levels in [0, {levels}), got dtype {x.dtype}; "
                          "quantise images first (e.g. fastgen.data.ImageDataset.images)")
     if x.numel() and not torch.compiler.is_compiling():
-        low, high = torch.aminmax(x)
+        # As Python ints: a uint8 tensor compared with 256 would wrap the 256 to 0.
+        low, high = (int(v) for v in torch.aminmax(x))
         if low < 0 or high >= levels:
             raise ValueError(f"{name} values must lie in [0, {levels}) (levels={levels}), "
-                             f"got values in [{int(low)}, {int(high)}]")
+                             f"got values in [{low}, {high}]")
     return x.long()
 
 

@@ -32,6 +32,9 @@ from fastgen import models
 from fastgen.train.distributed import resolve_device
 
 FORMAT, VERSION = "fastgen-checkpoint", 1
+# A run directory's config.json holds the options `fastgen train` ran with (fastgen/run_config.py):
+# this format marks it, so that the run directory is not taken for a checkpoint.
+RUN_CONFIG_FORMAT = "fastgen-run-config"
 CONFIG, WEIGHTS, EMA_WEIGHTS, TRAINING = "config.json", "model.safetensors", "ema.safetensors", "training.pt"
 MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN, models.PixelCNNpp, models.VAE,
                                                models.Autoencoder, models.DCGAN, models.MLPGAN)}
@@ -65,8 +68,12 @@ def _refuse_constant(token: str) -> None:
 
 
 def loads_strict(text: str) -> Any:
-    """``json.loads`` that refuses the non-standard tokens NaN, Infinity and -Infinity."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    """``json.loads`` that refuses the non-standard tokens NaN, Infinity and -Infinity (and, as a
+    ValueError, nesting deeper than Python's recursion limit)."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _umask() -> int:
@@ -161,10 +168,28 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
         raise
 
 
+def _is_run_config(file: str) -> bool:
+    try:
+        if os.path.getsize(file) > MAX_CONFIG_BYTES:
+            return False
+        with open(file, encoding="utf-8") as f:
+            config = loads_strict(f.read())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == RUN_CONFIG_FORMAT
+
+
+def holds_checkpoint(path: str) -> bool:
+    """Whether the directory ``path`` is a checkpoint: it has a config.json that is not a run
+    directory's (a damaged one counts, so that reading it names what is wrong)."""
+    file = os.path.join(path, CONFIG)
+    return os.path.isfile(file) and not _is_run_config(file)
+
+
 def checkpoint_exists(path: str) -> bool:
     """Whether a complete checkpoint directory is at ``path`` (or, after an interrupted
     replacement, at ``path.old``)."""
-    return any(os.path.isfile(os.path.join(candidate, CONFIG)) for candidate in (path, path + ".old"))
+    return any(holds_checkpoint(candidate) for candidate in (path, path + ".old"))
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -176,7 +201,7 @@ def resolve_checkpoint(path: str) -> str:
     path = str(path)
     for candidate in (path, path + ".old", os.path.join(path, "best"), os.path.join(path, "best.old"),
                       os.path.join(path, "last"), os.path.join(path, "last.old")):
-        if os.path.isfile(os.path.join(candidate, CONFIG)):
+        if holds_checkpoint(candidate):
             return candidate
     raise CheckpointError(f"{path}: no fastgen checkpoint there (expected a directory with {CONFIG}, or a run "
                           "directory holding best/ or last/)")
