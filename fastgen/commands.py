@@ -67,6 +67,8 @@ def path_option(text: str) -> str:
 
 
 SEED = int_option(0, MAX_SEED)
+# A train switch has a --no- form, so that the command line can turn off what a --config file turned on.
+SWITCH = argparse.BooleanOptionalAction
 
 
 def metrics_option(text: str) -> str:
@@ -191,20 +193,27 @@ def train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", args.model)
     # The run directory is checked first: a refused start costs no data loading and no model.
     check_run_directory(out, resume=args.resume, overwrite=args.overwrite)
+    options = getattr(args, "run_options", None)  # set by fastgen.cli: the options to record in OUT/config.json
+    if options is not None:
+        from fastgen.run_config import check_run_config_file
+
+        check_run_config_file(out)
     rank, world, device = init_from_env(args.device)
     say = print if rank == 0 else (lambda *a, **k: None)
     train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed)
     check_model_size(args.model, train_data, args, device)
     torch.manual_seed(args.seed)
     model = build_model(args.model, train_data, args)
-    if rank == 0 and getattr(args, "run_options", None) is not None:
+    if rank == 0 and options is not None and not args.resume:
         from fastgen.run_config import write_run_config
 
-        write_run_config(out, args.run_options)  # `fastgen train --config OUT/config.json` repeats this run
+        write_run_config(out, options)  # `fastgen train --config OUT/config.json` repeats this run
     if args.model in GANS:
         if world > 1:
             raise ValueError(f"{args.model} trains in one process (not under torchrun)")
-        return train_gan(args, model, train_data, val_data, out, device)
+        code = train_gan(args, model, train_data, val_data, out, device)
+        _note_resume(args, out, rank)
+        return code
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-3, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          grid_samples=args.grid_samples, ema_decay=args.ema, amp=args.amp, progress=not args.quiet,
@@ -222,9 +231,18 @@ def train(args: argparse.Namespace) -> int:
     best_written = os.path.isdir(trainer.best_path)
     say(f"checkpoints: {os.path.abspath(trainer.last_path)}" +
         (f", {os.path.abspath(trainer.best_path)}" if best_written else ""))
+    _note_resume(args, out, rank)
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0
+
+
+def _note_resume(args: argparse.Namespace, out: str, rank: int) -> None:
+    """A resume that the trainer accepted and ran adds what it changed to OUT/config.json."""
+    if rank == 0 and args.resume and getattr(args, "run_options", None) is not None:
+        from fastgen.run_config import note_resume
+
+        note_resume(out, args.run_options)
 
 
 # -- sample --------------------------------------------------------------------------------------------
@@ -376,18 +394,20 @@ def _importance_weighted_nll(model, data, args: argparse.Namespace, device: torc
 def convert(args: argparse.Namespace) -> int:
     """A PixelCNN++ trained with a reference code, written as a fastgen checkpoint directory."""
     from fastgen.interop import load_pixelcnnpp
-    from fastgen.train.checkpoint import holds_checkpoint, save_checkpoint
+    from fastgen.train.checkpoint import CONFIG, FORMAT, config_format, save_checkpoint
 
     out = args.output
     if args.no_ema and args.source != "openai":
         raise ValueError("--no-ema applies to --source openai (a pclucas14 state_dict holds one set of weights)")
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise ValueError(f"-o/--output {out}: is a file; expected the path of a checkpoint directory")
-        if os.listdir(out) and not holds_checkpoint(out):
-            raise ValueError(f"-o/--output {out}: a directory that is not a fastgen checkpoint; choose a new path")
-        if os.listdir(out) and not args.overwrite:
-            raise ValueError(f"-o/--output {out}: a checkpoint is there; --overwrite replaces it")
+    # Writing replaces OUT (and the OUT.old of an interrupted replacement): only ever a checkpoint.
+    for path in (out, out.rstrip("/") + ".old"):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"-o/--output {out}: {path} is a file; expected the path of a checkpoint directory")
+        if os.path.isdir(path) and os.listdir(path) and config_format(os.path.join(path, CONFIG)) != FORMAT:
+            raise ValueError(f"-o/--output {out}: {path} is a directory that is not a fastgen checkpoint; choose "
+                             "a new path")
+    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
+        raise ValueError(f"-o/--output {out}: a checkpoint is there; --overwrite replaces it")
     check_parent_directory(out, "-o/--output")
     model = load_pixelcnnpp(args.weights, source=args.source, levels=args.levels, image_size=args.image_size,
                             ema=False if args.no_ema else None)
@@ -418,7 +438,7 @@ def add_commands(commands: argparse._SubParsersAction,
     t.add_argument("--levels", type=int_option(2, 65536), default=None, help="quantise the data to this many levels")
     t.add_argument("--val-fraction", type=float_option(0.0, 1.0, high_open=True), default=0.05,
                    help="training images held out for validation, in [0, 1) (the digits have their own split)")
-    t.add_argument("--conditional", action="store_true", help="condition on the data set's class labels")
+    t.add_argument("--conditional", action=SWITCH, default=False, help="condition on the data set's class labels")
     t.add_argument("--hidden", type=int_option(1, 4096), default=64,
                    help="hidden channels (default 64); vae and mlp-gan layers are 4x wider, dcgan's first is 1/2")
     t.add_argument("--layers", type=int_option(1, 256), default=6,
@@ -429,7 +449,7 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="gated-pixelcnn, pixelcnnpp (default 0)")
     t.add_argument("--nr-mix", type=int_option(1, 100), default=5,
                    help="pixelcnnpp: logistic mixture components (default 5)")
-    t.add_argument("--weight-norm", action="store_true", help="pixelcnnpp: weight-normalise every convolution")
+    t.add_argument("--weight-norm", action=SWITCH, default=False, help="pixelcnnpp: weight-normalise every convolution")
     t.add_argument("--latent-dim", type=int_option(1, 4096), default=16,
                    help="vae, dcgan, mlp-gan: latent size (default 16)")
     t.add_argument("--likelihood", default="categorical", choices=("bernoulli", "categorical", "gaussian", "logistic"),
@@ -457,7 +477,7 @@ def add_commands(commands: argparse._SubParsersAction,
     t.add_argument("--ema", type=float_option(0.0, 1.0, low_open=True, high_open=True), default=None,
                    metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999) for validation and sampling")
-    t.add_argument("--amp", action="store_true", help="bfloat16 autocast for the training loss")
+    t.add_argument("--amp", action=SWITCH, default=False, help="bfloat16 autocast for the training loss")
     t.add_argument("--checkpoint-every", type=int_option(1), default=None, metavar="STEPS")
     t.add_argument("--grid-samples", type=int_option(0, 100), default=10,
                    help="sample grid per epoch, this many per row (0: none; at most 100)")
@@ -476,7 +496,7 @@ def add_commands(commands: argparse._SubParsersAction,
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run in OUT (its checkpoints, metrics and grids); without --resume or "
                           "--overwrite, a directory that holds a run is refused")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action=SWITCH, default=False, help="no progress bar")
     t.set_defaults(run=lambda args, extra: train(args))
 
     s = commands.add_parser("sample", parents=parents, help="draw images from a checkpoint into a PNG grid")

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from fastgen.train.checkpoint import CONFIG, FORMAT, RUN_CONFIG_FORMAT, atomic_write, dumps_strict, loads_strict
+from fastgen.train.checkpoint import (CONFIG, FORMAT, RUN_CONFIG_FORMAT, atomic_write, config_format, dumps_strict,
+                                      loads_strict)
 
 VERSION = 1
 NOT_WRITTEN = ("resume", "overwrite", "quiet", "debug")
@@ -41,10 +42,12 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ValueError(f"--config {path}: expected a .toml file or a run's config.json")
     if os.path.isdir(path):
         raise ValueError(f"--config {path}: is a directory (a run's options are in {os.path.join(path, CONFIG)})")
-    if os.path.getsize(path) > MAX_FILE_BYTES:
-        raise ValueError(f"--config {path}: {os.path.getsize(path)} bytes, too large for a config file")
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or a device would block or never end
+        raise ValueError(f"--config {path}: not a regular file")
     with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"--config {path}: larger than {MAX_FILE_BYTES} bytes, too large for a config file")
     try:
         text = data.decode("utf-8")
         values = _toml_loads(text) if path.endswith(".toml") else loads_strict(text)
@@ -81,7 +84,7 @@ def _toml_loads(text: str) -> dict[str, Any]:
 
 def _value(action: argparse.Action, key: str, value: Any) -> Any:
     """``value`` as the flag would parse it (its type, range and choices checked)."""
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false, got {value!r}")
         return value
@@ -101,11 +104,14 @@ def apply_config(parser: argparse.ArgumentParser, values: dict[str, Any], source
     """Make ``values`` the defaults of ``parser`` (so that flags on the command line override
     them). A null value leaves the flag's own default."""
     actions = option_actions(parser)
-    defaults = {}
+    defaults, keys = {}, {}
     for key, value in values.items():
         dest = key.replace("-", "_")
         if dest not in actions:
             raise ValueError(f"--config {source}: unknown key {key!r} (not an option of {parser.prog})")
+        if dest in keys:
+            raise ValueError(f"--config {source}: {keys[dest]!r} and {key!r} are the same option")
+        keys[dest] = key
         if value is not None:
             try:
                 defaults[dest] = _value(actions[dest], key, value)
@@ -127,12 +133,47 @@ def resolved_options(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             if dest not in NOT_WRITTEN and hasattr(args, dest)}
 
 
+def check_run_config_file(out_dir: str) -> None:
+    """Refuse a run directory whose config.json a run would replace but is not a run's: a
+    checkpoint directory given as --out, or a file of the user's."""
+    file = os.path.join(out_dir, CONFIG)
+    if os.path.lexists(file) and config_format(file) != RUN_CONFIG_FORMAT:
+        kind = "a checkpoint directory" if config_format(file) == FORMAT else "a config.json that is not a run's"
+        raise ValueError(f"--out {out_dir}: {kind}; a run writes its options to {file}: choose another --out")
+
+
+def _write(path: str, document: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: f.write((dumps_strict(document, indent=1) + "\n").encode()))
+
+
 def write_run_config(out_dir: str, options: dict[str, Any]) -> str:
-    """Write ``options`` as ``out_dir/config.json`` (atomically); returns its path."""
+    """Write ``options`` as ``out_dir/config.json`` (atomically) for a new run; returns its path."""
     import fastgen
 
     path = os.path.join(out_dir, CONFIG)
-    document = {"format": RUN_CONFIG_FORMAT, "version": VERSION, "command": "train", "options": options,
-                "fastgen": fastgen.__version__, "torch": torch.__version__}
-    atomic_write(path, lambda f: f.write((dumps_strict(document, indent=1) + "\n").encode()))
+    _write(path, {"format": RUN_CONFIG_FORMAT, "version": VERSION, "command": "train", "options": options,
+                  "fastgen": fastgen.__version__, "torch": torch.__version__})
     return path
+
+
+def note_resume(out_dir: str, options: dict[str, Any]) -> None:
+    """After a resumed run: the options it started with stay in config.json (they repeat the run
+    as first begun), and the ones the resume changed (more epochs, a new lr) are appended to its
+    ``resumes`` list. A run from before config.json existed gets one, marked as written on resume."""
+    path = os.path.join(out_dir, CONFIG)
+    if config_format(path) != RUN_CONFIG_FORMAT:
+        write_run_config(out_dir, options)
+        document = read_run_document(path)
+        document["written_on_resume"] = True
+        _write(path, document)
+        return
+    document = read_run_document(path)
+    changed = {k: v for k, v in options.items() if k != "out" and document["options"].get(k) != v}
+    if changed:
+        document["resumes"] = [*document.get("resumes", []), changed]
+        _write(path, document)
+
+
+def read_run_document(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return loads_strict(f.read())

@@ -226,3 +226,28 @@ def test_convert_command(tmp_path, capsys):
     assert "divisible by 4" in refused(["convert", str(weights), "-o", str(tmp_path / "n"), "--source", "pclucas14",
                                         "--image-size", "10"])
     assert not os.path.exists(tmp_path / "n")
+
+
+def test_sizes_that_the_tensors_do_not_back_are_refused_before_allocating():
+    state = pclucas14_state_dict(1, 4, 2, seed=9)
+    huge = {**state, "u_init.conv.weight_v": torch.ones(40_000, 4, 2, 3)}  # would mean nr_filters 40000: ~77 GB
+    with pytest.raises(ConversionError, match=r"describe a network of .* parameters \(nr_filters 40000"):
+        load_pixelcnnpp(huge, source="pclucas14", image_size=8)
+
+
+def test_convert_replaces_only_intact_checkpoints(tmp_path, capsys):
+    weights = tmp_path / "pcnn.pth"
+    torch.save(pclucas14_state_dict(1, 4, 2, seed=10), weights)
+    convert = ["convert", str(weights), "--source", "pclucas14", "--image-size", "8", "--overwrite"]
+    foreign = tmp_path / "hf"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model_type": "bert"}')  # another library's config.json
+    (foreign / "weights.bin").write_text("keep")
+    notes = tmp_path / "notes.old"  # beside the output: what an interrupted replacement would leave, but not one
+    notes.mkdir()
+    (notes / "a.txt").write_text("keep")
+    for out in (foreign, tmp_path / "notes"):
+        capsys.readouterr()
+        assert main([*convert, "-o", str(out)]) == 2
+        assert "is a directory that is not a fastgen checkpoint" in capsys.readouterr().err
+    assert (foreign / "weights.bin").read_text() == "keep" and (notes / "a.txt").read_text() == "keep"

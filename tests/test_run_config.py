@@ -126,3 +126,48 @@ def test_bad_files(tmp_path, capsys):
     assert main(["train", "--config", toml_file(tmp_path / "tiny.toml", TINY), "--out", run]) == 0
     err = refused(["train", "--config", os.path.join(run, "last", "config.json")], capsys)
     assert "checkpoint's config" in err
+
+
+def test_a_run_never_replaces_a_config_json_that_is_not_a_runs(tmp_path, capsys):
+    config = toml_file(tmp_path / "tiny.toml", TINY)
+    first = str(tmp_path / "first")
+    assert main(["train", "--config", config, "--out", first]) == 0
+    checkpoint = os.path.join(first, "best")
+    before = open(os.path.join(checkpoint, "config.json")).read()
+    assert "a checkpoint directory" in refused(["train", "--config", config, "--out", checkpoint], capsys)
+    assert open(os.path.join(checkpoint, "config.json")).read() == before
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    assert "not a run's" in refused(["train", "--config", config, "--out", str(mine), "--overwrite"], capsys)
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+
+
+def test_resume_keeps_the_first_options_and_lists_what_it_changed(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    config = toml_file(tmp_path / "tiny.toml", TINY)
+    assert main(["train", "--config", config, "--out", run]) == 0
+    started = run_options(run)
+    # A refused resume (another model) changes nothing.
+    refused(["train", "--config", config, "gated-pixelcnn", "--out", run, "--resume"], capsys)
+    assert run_options(run) == started and "resumes" not in json.loads(open(os.path.join(run, "config.json")).read())
+    assert main(["train", "--config", config, "--out", run, "--resume", "--epochs", "2", "--lr", "0.002"]) == 0
+    document = json.loads(open(os.path.join(run, "config.json")).read())
+    assert document["options"] == started and document["resumes"] == [{"epochs": 2, "lr": 0.002}]
+
+
+def test_the_same_option_twice_and_files_that_are_not_files(tmp_path, capsys):
+    twice = tmp_path / "twice.toml"
+    twice.write_text('model = "pixelcnn"\ndata = "digits"\nbatch_size = 3\n"batch-size" = 4\n')
+    assert "'batch_size' and 'batch-size' are the same option" in refused(["train", "--config", str(twice)], capsys)
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    assert "not a regular file" in refused(["train", "--config", str(fifo)], capsys)
+
+
+def test_the_command_line_turns_off_a_switch_the_file_turned_on(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    config = toml_file(tmp_path / "on.toml", {**TINY, "conditional": True, "amp": True})
+    assert main(["train", "--config", config, "--no-conditional", "--no-amp", "--out", run]) == 0
+    options = run_options(run)
+    assert options["conditional"] is False and options["amp"] is False

@@ -363,3 +363,17 @@ def test_unsupported_dtype_is_skipped_and_reported(tmp_path: Path) -> None:
     assert list(got) == ["w"] and torch.equal(got["w"], torch.ones(2))
     assert skipped == ["model/names"]
     assert list(read_tf_checkpoint(prefix)) == ["w"]  # without the list, skipped quietly
+
+
+def test_index_handles_that_repeat_a_block_are_refused(tmp_path: Path) -> None:
+    """Handles pointing at one block again and again would make a small file decode it over and over."""
+    block = build_block([(b"", header_proto())], 1)
+    handle = varint(0) + varint(len(block))
+    out = bytearray(block + b"\0\xde\xad\xbe\xef")
+    index = build_block([(b"k%05d" % i, handle) for i in range(1000)], 1)
+    index_handle = varint(len(out)) + varint(len(index))
+    out += index + b"\0\xde\xad\xbe\xef"
+    out += (varint(0) + varint(0) + index_handle).ljust(40, b"\0") + struct.pack("<Q", MAGIC)
+    (tmp_path / "ckpt.index").write_bytes(bytes(out))
+    with pytest.raises(TFCheckpointError, match="overlaps another block"):
+        read_tf_checkpoint(tmp_path / "ckpt")

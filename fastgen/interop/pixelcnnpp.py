@@ -328,12 +328,22 @@ def load_pixelcnnpp(weights: str | os.PathLike | Mapping[str, torch.Tensor], *, 
     tensors, what = _source_tensors(weights, source)
     network = _openai_network(tensors, what, ema) if source == "openai" else _Source(tensors, what)
     config = _openai_config(network) if source == "openai" else _pclucas14_config(network)
+    def build() -> PixelCNNpp:
+        return PixelCNNpp(config["in_channels"], levels, image_size, nr_resnet=config["nr_resnet"],
+                          nr_filters=config["nr_filters"], nr_mix=config["nr_mix"], dropout=dropout,
+                          n_classes=config["n_classes"], weight_norm=True)
+
     try:
-        model = PixelCNNpp(config["in_channels"], levels, image_size, nr_resnet=config["nr_resnet"],
-                           nr_filters=config["nr_filters"], nr_mix=config["nr_mix"], dropout=dropout,
-                           n_classes=config["n_classes"], weight_norm=True)
+        with torch.device("meta"):  # sizes read from one tensor must not allocate before the others agree
+            needed = sum(p.numel() for p in build().parameters())
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
+    held = sum(t.numel() for t in network.tensors.values() if isinstance(t, torch.Tensor))
+    if needed > 2 * held:  # far more than the tensors hold (a missing tensor or two is named below instead)
+        raise ConversionError(f"{what}: its first and last layers describe a network of {needed:,} parameters "
+                              f"(nr_filters {config['nr_filters']}, nr_resnet {config['nr_resnet']}), but its tensors "
+                              f"hold {held:,} values")
+    model = build()
     loaded = (_load_openai if source == "openai" else _load_pclucas14)(network, model)
     model.load_state_dict(_fastgen_state(model, loaded), strict=True)
     return model.eval()

@@ -214,12 +214,20 @@ def _block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
 
 def _table_entries(data: bytes) -> list[tuple[bytes, bytes]]:
     """Every (key, value) entry of the SSTable ``data``, in key order."""
-    index_block = _read_block(data, _read_footer(data))
+    index_handle = _read_footer(data)
+    index_block = _read_block(data, index_handle)
     entries: list[tuple[bytes, bytes]] = []
     # The index block maps a separator key to the handle of each data block, in order; the keys are not needed
     # to walk the whole table. A handle may be followed by extra bytes (LevelDB reserves them), which are ignored.
+    # Data blocks lie one after the other before the index block: handles that go back or overlap could make a
+    # small file decode the same bytes over and over, so they are refused and the work stays within the file size.
+    next_free = 0
     for _separator, encoded_handle in _block_entries(index_block):
         handle, _ = _block_handle(encoded_handle, 0, len(encoded_handle))
+        offset, size = handle
+        if offset < next_free or offset + size + _BLOCK_TRAILER_SIZE > index_handle[0]:
+            raise _Malformed(f"data block at offset {offset} overlaps another block")
+        next_free = offset + size + _BLOCK_TRAILER_SIZE
         entries.extend(_block_entries(_read_block(data, handle)))
     return entries
 
@@ -402,7 +410,7 @@ def _tensor_name(key: bytes, index_path: str) -> str:
 def _check_entry(name: str, entry: _Entry, dtype: _DType, header: _Header, index_path: str) -> tuple[int, ...]:
     """Validates the metadata of one tensor entry; returns its shape."""
     where = f"{index_path}: tensor {name!r}"
-    if entry.shape is None or any(d < 0 for d in entry.shape):
+    if entry.shape is None or any(d < 0 for d in entry.shape) or len(entry.shape) > 64:
         raise TFCheckpointError(f"{where} has an unknown or invalid shape {entry.shape}")
     if not 0 <= entry.shard_id < header.num_shards:
         raise TFCheckpointError(f"{where} is in shard {entry.shard_id}, but the bundle has {header.num_shards}")
@@ -426,7 +434,10 @@ def _read_tensor(file: BinaryIO, path: str, name: str, entry: _Entry, shape: tup
     got = file.readinto(raw) if entry.size else 0
     if got != entry.size:
         raise TFCheckpointError(f"{path}: short read of tensor {name!r} ({got} of {entry.size} bytes)")
-    array = raw.view(np.dtype(dtype.numpy)).reshape(shape)
+    try:
+        array = raw.view(np.dtype(dtype.numpy)).reshape(shape)
+    except ValueError as e:  # e.g. an empty tensor whose dimensions overflow numpy's size type
+        raise TFCheckpointError(f"{path}: tensor {name!r} of shape {list(shape)}: {e}") from None
     if sys.byteorder != "little" and array.dtype.itemsize > 1:
         array = array.astype(array.dtype.newbyteorder("="))  # torch.from_numpy needs native byte order
     tensor = torch.from_numpy(array)

@@ -156,7 +156,10 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
             with open(os.path.join(tmp, entry), "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
+        # `<path>.old` is the copy an interrupted replacement leaves; anything else by that name is not ours.
         old = path + ".old"
+        if os.path.lexists(old) and config_format(os.path.join(old, CONFIG)) != FORMAT:
+            raise CheckpointError(f"{old}: in the way of replacing {path}, and not a fastgen checkpoint; move it")
         if os.path.isdir(path):
             shutil.rmtree(old, ignore_errors=True)
             os.rename(path, old)
@@ -168,22 +171,26 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
         raise
 
 
-def _is_run_config(file: str) -> bool:
+def config_format(file: str) -> str | None:
+    """The ``format`` of a fastgen config.json (FORMAT for a checkpoint's, RUN_CONFIG_FORMAT for a
+    run directory's); None for a file that is missing, unreadable, not JSON or not ours."""
     try:
-        if os.path.getsize(file) > MAX_CONFIG_BYTES:
-            return False
+        if not os.path.isfile(file) or os.path.getsize(file) > MAX_CONFIG_BYTES:
+            return None
         with open(file, encoding="utf-8") as f:
             config = loads_strict(f.read())
     except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(config, dict) and config.get("format") == RUN_CONFIG_FORMAT
+        return None
+    found = config.get("format") if isinstance(config, dict) else None
+    return found if found in (FORMAT, RUN_CONFIG_FORMAT) else None
 
 
 def holds_checkpoint(path: str) -> bool:
-    """Whether the directory ``path`` is a checkpoint: it has a config.json that is not a run
-    directory's (a damaged one counts, so that reading it names what is wrong)."""
+    """Whether the directory ``path`` is a checkpoint to read: it has a config.json that is not a
+    run directory's (a damaged one counts, so that reading it names what is wrong). Before deleting
+    or replacing one, ask ``config_format`` instead: only an intact checkpoint config is proof."""
     file = os.path.join(path, CONFIG)
-    return os.path.isfile(file) and not _is_run_config(file)
+    return os.path.isfile(file) and config_format(file) != RUN_CONFIG_FORMAT
 
 
 def checkpoint_exists(path: str) -> bool:
