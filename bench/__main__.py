@@ -3,6 +3,7 @@
     python -m bench                          # every op, full sizes, CPU (or --device cuda)
     python -m bench --op masked_conv2d       # one op
     python -m bench --quick                  # tiny sizes: checks the harness, not the speed
+    python -m bench --train                  # the training-step benchmark instead (bench/bench_train.py)
 """
 from __future__ import annotations
 
@@ -34,7 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list from {MODES}")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per provider")
     parser.add_argument("--out", default=None, help="CSV to append to (default: bench/results/<device>.csv)")
+    parser.add_argument("--train", action="store_true",
+                        help="time one training step of every model instead (python -m bench.bench_train; "
+                             "--quick, --device, --repeats and --out pass through)")
     args = parser.parse_args(argv)
+    if args.train:
+        from bench.bench_train import main as train_main
+
+        forwarded = ["--device", args.device] + (["--quick"] if args.quick else [])
+        forwarded += (["--repeats", str(args.repeats)] if args.repeats is not None else [])
+        return train_main(forwarded + (["--out", args.out] if args.out else []))
 
     device = torch.device(args.device)
     providers = tuple(p for p in args.providers.split(",") if p)

@@ -15,7 +15,6 @@ Naive sampling is one full forward pass per sub-pixel, so it is timed over its f
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import statistics
@@ -27,7 +26,7 @@ import torch
 
 import fastgen
 from bench.harness import append_rows, device_name, device_slug, git_commit
-from bench.table import latest_run
+from bench.table import latest_rows
 from fastgen.models import GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.sampling import draw_noise, naive_sample
 
@@ -148,13 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     out = args.out or os.path.join(RESULTS_DIR, f"{device_slug(device)}.csv")
     if args.markdown:
-        rows = []
-        if os.path.exists(out):
-            with open(out, newline="") as f:
-                rows = list(csv.DictReader(f))
+        rows = latest_rows(out)
         if not rows:
             parser.error(f"--markdown: no sampling results in {out}")
-        print(table(latest_run(rows)))
+        print(table(rows))
         return 0
     if min(args.batch or [1]) < 1 or args.naive_rows < 1 or args.repeats < 1:
         parser.error("--batch, --naive-rows and --repeats must be positive")

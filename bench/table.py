@@ -18,6 +18,15 @@ def latest_run(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["commit"] == last["commit"] and r["device"] == last["device"]]
 
 
+def latest_rows(path: str) -> list[dict]:
+    """The newest run's rows of the CSV at path; none when the file is missing or empty."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return latest_run(rows) if rows else []
+
+
 def markdown(rows: list[dict]) -> str:
     by_case: dict[tuple, dict[str, dict]] = {}
     for r in rows:

@@ -73,3 +73,34 @@ def test_interop_benchmark_runs(capsys):
     assert interop_main(["--quick", "--repeats", "1", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "max relative error vs source (float32)" in out and "speed-up" in out
+
+
+def test_training_step_benchmark_runs_every_model_and_provider(tmp_path, capsys, monkeypatch):
+    import bench.bench_train as bench_train
+    from bench.__main__ import main as bench_main
+
+    out = tmp_path / "train.csv"
+    # torch.compile of every tiny model takes minutes on two cores: plain and fastgen for every model, the
+    # compiled provider for one.
+    assert bench_train.main(["--quick", "--repeats", "1", "--providers", "plain,fastgen", "--out", str(out)]) == 0
+    assert bench_train.main(["--quick", "--repeats", "1", "--model", "PixelCNN", "--providers", "compiled",
+                             "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert rows and set(rows[0]) == set(bench_train.COLUMNS)
+    assert {(r["model"], r["provider"]) for r in rows} == {
+        (m, p) for m in bench_train.MODELS for p in ("plain", "fastgen")} | {("PixelCNN", "compiled")}
+    # The fairness check ran and passed for every model (it raises otherwise): same loss to float32 rounding.
+    assert all(float(r["loss_rel_diff"]) <= bench_train.LOSS_RTOL for r in rows)
+    timed = [r for r in rows if not r["note"].startswith("compile failed")]
+    assert all(float(r["median_ms"]) > 0 and float(r["images_per_s"]) > 0 for r in timed)
+    compiled = next(r for r in rows if r["provider"] == "compiled")
+    assert compiled["note"].startswith("compile failed") or float(compiled["compile_s"]) > 0
+    text = capsys.readouterr().out
+    assert "plain vs fastgen" in text and "max |diff|" in text and "| DCGAN | fp32 |" in text
+    assert bench_train.main(["--markdown", "--out", str(out)]) == 0
+    assert "| PixelCNN | fp32 | 4 |" in capsys.readouterr().out
+
+    seen = []
+    monkeypatch.setattr(bench_train, "main", lambda argv: seen.append(argv) or 0)
+    assert bench_main(["--train", "--quick", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert seen == [["--device", "cpu", "--quick", "--repeats", "1", "--out", str(out)]]
