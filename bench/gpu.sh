@@ -96,6 +96,10 @@ step "PixelCNN++ sampling (the block interpreter)"
 limited 90 "$PY" -m bench.bench_sampling --device cuda --model PixelCNNpp --repeats 3 --out "$OUT/sampling.csv" \
   || status=1
 
+step "training steps, plain PyTorch against fastgen (torch.compile's minutes of compiling left out)"
+limited 120 "$PY" -m bench.bench_train --device cuda --providers plain,fastgen --repeats 5 --out "$OUT/train.csv" \
+  || status=1
+
 step "op benchmarks against torch.compile, while the budget lasts"
 limited 600 "$PY" -m bench --device cuda --modes fwd+bwd --out "$OUT/ops-compiled.csv" 2>&1 \
   | grep -v -E "USDT|profiler" | tail -40
