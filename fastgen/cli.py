@@ -163,7 +163,7 @@ def _parse_train(parser: Parser, args: argparse.Namespace, argv: list[str] | Non
         args, extra = parser.parse_known_args(argv)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    missing = missing_required(train_parser, args)
+    missing = missing_required(args)
     if missing:
         train_parser.error(f"the following arguments are required: {', '.join(missing)}")
     args.run_options = resolved_options(args, train_parser)

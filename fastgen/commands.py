@@ -411,9 +411,9 @@ def convert(args: argparse.Namespace) -> int:
     check_parent_directory(out, "-o/--output")
     model = load_pixelcnnpp(args.weights, source=args.source, levels=args.levels, image_size=args.image_size,
                             ema=False if args.no_ema else None)
-    save_checkpoint(out, model_type=type(model).__name__, model_config=model.config(), weights=model.state_dict(),
-                    meta={"converted_from": {"source": args.source, "weights": os.path.abspath(args.weights)}})
     config = model.config()
+    save_checkpoint(out, model_type=type(model).__name__, model_config=config, weights=model.state_dict(),
+                    meta={"converted_from": {"source": args.source, "weights": os.path.abspath(args.weights)}})
     print(f"PixelCNNpp from {args.source}: nr_resnet {config['nr_resnet']}, nr_filters {config['nr_filters']}, "
           f"nr_mix {config['nr_mix']}, {config['in_channels']} channel{'s' if config['in_channels'] > 1 else ''}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters")

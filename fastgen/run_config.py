@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from fastgen.train.checkpoint import (CONFIG, FORMAT, RUN_CONFIG_FORMAT, atomic_write, config_format, dumps_strict,
-                                      loads_strict)
+                                      loads_strict, read_json)
 
 VERSION = 1
 NOT_WRITTEN = ("resume", "overwrite", "quiet", "debug")
@@ -120,11 +120,10 @@ def apply_config(parser: argparse.ArgumentParser, values: dict[str, Any], source
     parser.set_defaults(**defaults)
 
 
-def missing_required(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """The arguments ``args`` lacks that neither the command line nor the config file gave. (The
-    parser cannot require them: a config file may give them.)"""
-    names = {"model": "model", "data": "--data"}
-    return [names[dest] for dest in names if getattr(args, dest, None) is None and dest in option_actions(parser)]
+def missing_required(args: argparse.Namespace) -> list[str]:
+    """The train arguments ``args`` lacks that neither the command line nor the config file gave.
+    (The parser cannot require them: a config file may give them.)"""
+    return [name for dest, name in (("model", "model"), ("data", "--data")) if getattr(args, dest, None) is None]
 
 
 def resolved_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -137,8 +136,9 @@ def check_run_config_file(out_dir: str) -> None:
     """Refuse a run directory whose config.json a run would replace but is not a run's: a
     checkpoint directory given as --out, or a file of the user's."""
     file = os.path.join(out_dir, CONFIG)
-    if os.path.lexists(file) and config_format(file) != RUN_CONFIG_FORMAT:
-        kind = "a checkpoint directory" if config_format(file) == FORMAT else "a config.json that is not a run's"
+    found = config_format(file)
+    if os.path.lexists(file) and found != RUN_CONFIG_FORMAT:
+        kind = "a checkpoint directory" if found == FORMAT else "a config.json that is not a run's"
         raise ValueError(f"--out {out_dir}: {kind}; a run writes its options to {file}: choose another --out")
 
 
@@ -146,13 +146,14 @@ def _write(path: str, document: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write((dumps_strict(document, indent=1) + "\n").encode()))
 
 
-def write_run_config(out_dir: str, options: dict[str, Any]) -> str:
-    """Write ``options`` as ``out_dir/config.json`` (atomically) for a new run; returns its path."""
+def write_run_config(out_dir: str, options: dict[str, Any], **extra: Any) -> str:
+    """Write ``options`` (and ``extra`` top-level fields) as ``out_dir/config.json`` (atomically)
+    for a new run; returns its path."""
     import fastgen
 
     path = os.path.join(out_dir, CONFIG)
     _write(path, {"format": RUN_CONFIG_FORMAT, "version": VERSION, "command": "train", "options": options,
-                  "fastgen": fastgen.__version__, "torch": torch.__version__})
+                  "fastgen": fastgen.__version__, "torch": torch.__version__, **extra})
     return path
 
 
@@ -162,18 +163,10 @@ def note_resume(out_dir: str, options: dict[str, Any]) -> None:
     ``resumes`` list. A run from before config.json existed gets one, marked as written on resume."""
     path = os.path.join(out_dir, CONFIG)
     if config_format(path) != RUN_CONFIG_FORMAT:
-        write_run_config(out_dir, options)
-        document = read_run_document(path)
-        document["written_on_resume"] = True
-        _write(path, document)
+        write_run_config(out_dir, options, written_on_resume=True)
         return
-    document = read_run_document(path)
+    document = read_json(path)
     changed = {k: v for k, v in options.items() if k != "out" and document["options"].get(k) != v}
     if changed:
         document["resumes"] = [*document.get("resumes", []), changed]
         _write(path, document)
-
-
-def read_run_document(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return loads_strict(f.read())

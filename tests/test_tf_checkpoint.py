@@ -377,3 +377,10 @@ def test_index_handles_that_repeat_a_block_are_refused(tmp_path: Path) -> None:
     (tmp_path / "ckpt.index").write_bytes(bytes(out))
     with pytest.raises(TFCheckpointError, match="overlaps another block"):
         read_tf_checkpoint(tmp_path / "ckpt")
+
+
+def test_select_reads_only_the_tensors_it_accepts(tmp_path: Path) -> None:
+    tensors = sample_tensors()
+    write_bundle(tmp_path / "ckpt", [Spec(name, t) for name, t in tensors.items()])
+    got = read_tf_checkpoint(tmp_path / "ckpt", select=lambda name: name.startswith("counts/"))
+    assert_same(got, {name: t for name, t in tensors.items() if name.startswith("counts/")})

@@ -135,7 +135,7 @@ class _Source:
         if not torch.isfinite(tensor).all():
             raise ConversionError(f"{self.what}: {name} holds NaN or infinite values")
         self.used.add(name)
-        return tensor.detach().to("cpu", torch.float64)
+        return tensor.detach().to("cpu", torch.float32)
 
     def has(self, name: str) -> bool:
         return name in self.tensors
@@ -152,15 +152,14 @@ class _Source:
 def _pclucas14_weight(source: _Source, layer: _Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight or v, g or None) in torch's layout: a weight-normalised layer gives (v, g), a plain
     convolution (pclucas14's ``norm=None``) its weight."""
-    shape = _weight_shape(layer)
-    if layer.kind == DENSE:  # nn.Linear: (out, in), g (out, 1)
-        shape = shape[:2]
+    target = _weight_shape(layer)
+    shape = target[:2] if layer.kind == DENSE else target  # nn.Linear: (out, in), g (out, 1)
     name = layer.torch_name
     if not source.has(f"{name}.weight_v") and source.has(f"{name}.weight"):
-        return source.take(f"{name}.weight", shape).reshape(_weight_shape(layer)), None
+        return source.take(f"{name}.weight", shape).reshape(target), None
     v = source.take(f"{name}.weight_v", shape)
     g = source.take(f"{name}.weight_g", (shape[0],) + (1,) * (len(shape) - 1))
-    return v.reshape(_weight_shape(layer)), g.reshape(-1, *([1] * (len(_weight_shape(layer)) - 1)))
+    return v.reshape(target), g.reshape(-1, *([1] * (len(target) - 1)))
 
 
 def _pclucas14_config(source: _Source) -> dict:
@@ -205,8 +204,7 @@ def _openai_network(tensors: Mapping[str, torch.Tensor], what: str, ema: bool | 
 
 
 def _openai_config(source: _Source) -> dict:
-    tensors = source.tensors
-    tensors = {n: t for n, t in tensors.items() if isinstance(t, torch.Tensor)}  # the rest fail in _Source.take
+    tensors = {n: t for n, t in source.tensors.items() if isinstance(t, torch.Tensor)}  # the rest fail in take
     first, convs = tensors.get(f"model/{CONV}_0/V"), {n for n in tensors if n.startswith(f"model/{CONV}_")}
     dense = max((int(m.group(2)) for n in tensors if (m := _OPENAI_VARIABLE.fullmatch(n)) and m.group(1) == DENSE),
                 default=None)
@@ -234,18 +232,17 @@ def _load_openai(source: _Source, model: PixelCNNpp) -> dict[int, tuple]:
         if layer.kind == EMBED:  # h (one-hot class) @ hw is an embedding lookup
             weights[id(layer.module)] = (source.take(f"{name}/hw", shape), None, None)
             continue
-        if layer.kind == CONV:  # TensorFlow [kh, kw, in, out] -> torch (out, in, kh, kw)
-            v = source.take(f"{name}/V", (shape[2], shape[3], shape[1], shape[0])).permute(3, 2, 0, 1)
-        elif layer.kind == DENSE:  # [in, out] -> (out, in, 1, 1)
+        if layer.kind == DENSE:  # [in, out] -> (out, in, 1, 1)
             v = source.take(f"{name}/V", (shape[1], shape[0])).t()[:, :, None, None]
-        else:  # DECONV: TensorFlow [kh, kw, out, in] -> torch (in, out, kh, kw)
+        else:  # conv [kh, kw, in, out] -> (out, in, kh, kw); deconv [kh, kw, out, in] -> (in, out, kh, kw)
             v = source.take(f"{name}/V", (shape[2], shape[3], shape[1], shape[0])).permute(3, 2, 0, 1)
         out = shape[1] if layer.kind == DECONV else shape[0]
         g, bias = source.take(f"{name}/g", (out,)), source.take(f"{name}/b", (out,))
         if layer.kind == DECONV:
-            # TensorFlow normalises per output channel (torch's dim 1): fold into the effective weight.
-            per_output = v.transpose(0, 1)
-            weight = (per_output * (g.reshape(-1, 1, 1, 1) / _norms(per_output))).transpose(0, 1)
+            # TensorFlow normalises per output channel (torch's dim 1): fold into the effective weight, in
+            # float64 so that only the final rounding to float32 differs from TensorFlow's own product.
+            per_output = v.double().transpose(0, 1)
+            weight = (per_output * (g.double().reshape(-1, 1, 1, 1) / _norms(per_output))).transpose(0, 1)
             weights[id(layer.module)] = (weight.contiguous(), None, bias)
         else:
             weights[id(layer.module)] = (v.contiguous(), g.reshape(-1, 1, 1, 1), bias)
@@ -275,8 +272,9 @@ def _source_tensors(weights, source: str) -> tuple[dict[str, torch.Tensor], str]
         tensors, what = dict(weights), f"the {source} weights"
     elif isinstance(weights, (str, os.PathLike)) and str(weights):
         what = os.fspath(weights)
-        if source == "openai":
-            tensors = read_tf_checkpoint(weights)
+        if source == "openai":  # the network's variables and their averages, not the optimiser's state
+            tensors = read_tf_checkpoint(weights, select=lambda n: bool(_OPENAI_VARIABLE.fullmatch(
+                n.removesuffix(EMA_SUFFIX))))
         else:
             try:
                 tensors = torch.load(weights, map_location="cpu", weights_only=True)
@@ -328,6 +326,7 @@ def load_pixelcnnpp(weights: str | os.PathLike | Mapping[str, torch.Tensor], *, 
     tensors, what = _source_tensors(weights, source)
     network = _openai_network(tensors, what, ema) if source == "openai" else _Source(tensors, what)
     config = _openai_config(network) if source == "openai" else _pclucas14_config(network)
+
     def build() -> PixelCNNpp:
         return PixelCNNpp(config["in_channels"], levels, image_size, nr_resnet=config["nr_resnet"],
                           nr_filters=config["nr_filters"], nr_mix=config["nr_mix"], dropout=dropout,

@@ -29,7 +29,7 @@ import re
 import struct
 import sys
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -450,14 +450,16 @@ def _shard_path(prefix: str, shard_id: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
 
 
-def read_tf_checkpoint(path: str | os.PathLike, skipped: list[str] | None = None) -> dict[str, torch.Tensor]:
+def read_tf_checkpoint(path: str | os.PathLike, skipped: list[str] | None = None,
+                       select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
     """All tensors of the bundle, by variable name (e.g. "model/conv2d_0/V"), as CPU tensors in TF's own layout
     and dtype.
 
     ``path`` is the checkpoint prefix or the path of its ``.index`` or a data shard (see
     :func:`tf_checkpoint_prefix`). Tensors whose dtype torch cannot hold (DT_STRING, DT_RESOURCE, DT_VARIANT,
     quantized and unsigned >8-bit types) are left out of the result; pass a list as ``skipped`` to receive their
-    names (appended in index order). Raises :class:`TFCheckpointError` for anything missing, unsupported or
+    names (appended in index order). With ``select``, only the tensors whose name it accepts are read (the
+    others' entries are still checked). Raises :class:`TFCheckpointError` for anything missing, unsupported or
     malformed.
     """
     prefix = tf_checkpoint_prefix(path)
@@ -488,7 +490,9 @@ def read_tf_checkpoint(path: str | os.PathLike, skipped: list[str] | None = None
             if skipped is not None:
                 skipped.append(name)
             continue
-        plan.append((name, entry, _check_entry(name, entry, dtype, header, index_path), dtype))
+        shape = _check_entry(name, entry, dtype, header, index_path)
+        if select is None or select(name):
+            plan.append((name, entry, shape, dtype))
 
     tensors: dict[str, torch.Tensor] = {}
     for shard_id in sorted({entry.shard_id for _, entry, _, _ in plan}):

@@ -138,6 +138,10 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
     path = os.path.abspath(path)
     parent, name = os.path.dirname(path), os.path.basename(path)
     os.makedirs(parent, exist_ok=True)
+    # `<path>.old` is the copy an interrupted replacement leaves; anything else by that name is not ours.
+    old = path + ".old"
+    if os.path.lexists(old) and config_format(os.path.join(old, CONFIG)) != FORMAT:
+        raise CheckpointError(f"{old}: in the way of replacing {path}, and not a fastgen checkpoint; move it")
     config = {"format": FORMAT, "version": VERSION, "model_type": model_type, "model_config": model_config,
               **(meta or {})}
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
@@ -156,10 +160,6 @@ def save_checkpoint(path: str, *, model_type: str, model_config: dict[str, Any],
             with open(os.path.join(tmp, entry), "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
-        # `<path>.old` is the copy an interrupted replacement leaves; anything else by that name is not ours.
-        old = path + ".old"
-        if os.path.lexists(old) and config_format(os.path.join(old, CONFIG)) != FORMAT:
-            raise CheckpointError(f"{old}: in the way of replacing {path}, and not a fastgen checkpoint; move it")
         if os.path.isdir(path):
             shutil.rmtree(old, ignore_errors=True)
             os.rename(path, old)
@@ -175,10 +175,7 @@ def config_format(file: str) -> str | None:
     """The ``format`` of a fastgen config.json (FORMAT for a checkpoint's, RUN_CONFIG_FORMAT for a
     run directory's); None for a file that is missing, unreadable, not JSON or not ours."""
     try:
-        if not os.path.isfile(file) or os.path.getsize(file) > MAX_CONFIG_BYTES:
-            return None
-        with open(file, encoding="utf-8") as f:
-            config = loads_strict(f.read())
+        config = read_json(file) if os.path.isfile(file) else None
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     found = config.get("format") if isinstance(config, dict) else None
@@ -233,15 +230,21 @@ def _check_config(file: str, config: Any) -> dict[str, Any]:
     return config
 
 
+def read_json(file: str) -> Any:
+    """A config.json's content: strict JSON of at most MAX_CONFIG_BYTES (OSError, UnicodeDecodeError or
+    ValueError otherwise; CheckpointError, a ValueError, for a file too large)."""
+    if os.path.getsize(file) > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{file}: {os.path.getsize(file)} bytes, too large for a checkpoint config")
+    with open(file, encoding="utf-8") as f:
+        return loads_strict(f.read())
+
+
 def read_config(path: str) -> tuple[str, dict[str, Any]]:
     """(checkpoint directory, its validated config.json) for ``path`` (see ``resolve_checkpoint``)."""
     path = resolve_checkpoint(path)
     file = os.path.join(path, CONFIG)
     try:
-        if os.path.getsize(file) > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{file}: {os.path.getsize(file)} bytes, too large for a checkpoint config")
-        with open(file, encoding="utf-8") as f:
-            config = loads_strict(f.read())
+        config = read_json(file)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise
