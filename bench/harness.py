@@ -78,6 +78,15 @@ def git_commit() -> str:
     return (head + "-dirty" if dirty else head) or "unknown"
 
 
+def write_report(lines: list[str], path: str) -> None:
+    """Print a text report and write it to ``path``."""
+    report = "\n".join(lines) + "\n"
+    print(report)
+    with open(path, "w") as f:
+        f.write(report)
+    print(f"written to {path}")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.harness import device_name, device_slug, git_commit
+from bench.harness import device_name, device_slug, git_commit, write_report
 from fastgen.data import digits
 from fastgen.models import DCGAN, VAE
 from fastgen.train import GANTrainConfig, GANTrainer, TrainConfig, Trainer
@@ -101,12 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as runs:  # the staged VAE runs resume from their own checkpoints only
         lines += vae_rows(runs, args.k) + [""]
     lines += gan_rows(args.work, args.gan_epochs)
-    report = "\n".join(lines) + "\n"
-    print(report)
-    path = args.out or os.path.join(RESULTS_DIR, f"vae-gan-digits-{device_slug(device)}.txt")
-    with open(path, "w") as f:
-        f.write(report)
-    print(f"written to {path}")
+    write_report(lines, args.out or os.path.join(RESULTS_DIR, f"vae-gan-digits-{device_slug(device)}.txt"))
     return 0
 
 

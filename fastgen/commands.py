@@ -1,7 +1,8 @@
 """The ``fastgen train``, ``fastgen sample`` and ``fastgen eval`` commands (parsed in fastgen/cli.py).
 
-``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++ and the VAE with the likelihood trainer
-(``fastgen.train.Trainer``), DCGAN and the MLP GAN with ``fastgen.train.GANTrainer``.
+``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++, the VAE, PixelVAE and the adversarial
+autoencoder with the likelihood trainer (``fastgen.train.Trainer``), DCGAN and the MLP GAN with
+``fastgen.train.GANTrainer``.
 
 Every option is checked when it is parsed (``argparse`` types below), and everything else that a
 user can get wrong (paths, data, checkpoints, the run directory) raises a ValueError or an OSError
@@ -18,7 +19,7 @@ import torch
 
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_float, check_int
 
-MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan")
+MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan")
 GANS = ("dcgan", "mlp-gan")
 MAX_SAMPLES = 10_000  # images in one `fastgen sample` grid
 MAX_IW_SAMPLES = 100_000  # `fastgen eval --k`
@@ -108,7 +109,8 @@ def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
 
 
 def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
-    from fastgen.models import DCGAN, MLPGAN, VAE, GatedPixelCNN, PixelCNN, PixelCNNpp
+    from fastgen.models import (DCGAN, MLPGAN, VAE, AdversarialAutoencoder, GatedPixelCNN, PixelCNN, PixelCNNpp,
+                                PixelVAE)
 
     channels, height, width = train.shape
     if args.conditional and train.labels is None:
@@ -118,6 +120,27 @@ def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
         return VAE(channels, train.levels, (height, width), latent_dim=args.latent_dim, likelihood=args.likelihood,
                    arch=args.arch, hidden=args.hidden * 4, channels=max(1, args.hidden // 2), n_classes=n_classes,
                    beta=args.beta)
+    if name == "pixelvae":
+        return PixelVAE(channels, train.levels, (height, width), latent_dim=args.latent_dim,
+                        pixelcnn_layers=args.layers, hidden_channels=args.hidden, kernel_size=args.kernel_size or 5,
+                        dropout=args.dropout, n_classes=n_classes, beta=args.beta, free_bits=args.free_bits)
+    if name == "aae":
+        if args.supervised and not args.conditional:
+            raise ValueError("--supervised gives the decoder the labels: add --conditional")
+        if args.conditional and not args.supervised and args.prior == "gaussian":
+            raise ValueError("aae --conditional ties each class to a region of the prior: use --prior mixture or "
+                             "swiss_roll, or add --supervised (the decoder reads the label)")
+        if args.prior == "swiss_roll" and args.latent_dim != 2:
+            raise ValueError(f"--prior swiss_roll is 2-D: use --latent-dim 2 (got {args.latent_dim})")
+        if args.prior == "mixture" and args.latent_dim < 2:
+            raise ValueError("--prior mixture lies in at least 2 dimensions: use --latent-dim 2 or more")
+        if args.loss == "wasserstein":
+            raise ValueError("aae --loss wasserstein: the code discriminator has no Lipschitz constraint; use "
+                             "non_saturating, minimax, lsgan or hinge")
+        return AdversarialAutoencoder(channels, train.levels, (height, width), latent_dim=args.latent_dim,
+                                      prior=args.prior, n_classes=n_classes, supervised=args.supervised,
+                                      encoder=args.encoder, likelihood=args.likelihood, arch=args.arch,
+                                      hidden=args.hidden * 4, channels=max(1, args.hidden // 2), loss=args.loss)
     if name in GANS:
         if height != width:
             raise ValueError(f"{name} needs square images, {train.name} has {height}x{width}")
@@ -345,7 +368,10 @@ def evaluate(args: argparse.Namespace) -> int:
     if not is_gan:
         data = _evaluation_data(load(args.data, args.split), model)
         bpd = bits_per_dim_on(model, data, batch_size=args.batch_size, device=device)
-        bound = " (negative ELBO, an upper bound)" if isinstance(model, fastgen.models.VAE) else ""
+        bound = ""
+        if isinstance(model, fastgen.models.VAE):
+            bound = (" (negative ELBO, an upper bound)" if model.variational
+                     else " (reconstruction -log p(x | encoder(x)), not a likelihood)")
         print(f"{args.data} ({args.split}, {len(data)} images): {bpd:.4f} bits/dim{bound}, "
               f"{bpd * math.log(2.0) * model.dims:.2f} nats per image")
         if isinstance(model, fastgen.models.VAE) and model.variational and args.k:
@@ -440,25 +466,36 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="training images held out for validation, in [0, 1) (the digits have their own split)")
     t.add_argument("--conditional", action=SWITCH, default=False, help="condition on the data set's class labels")
     t.add_argument("--hidden", type=int_option(1, 4096), default=64,
-                   help="hidden channels (default 64); vae and mlp-gan layers are 4x wider, dcgan's first is 1/2")
+                   help="hidden channels (default 64); vae, aae and mlp-gan layers are 4x wider, dcgan's first is 1/2; "
+                        "pixelvae: its PixelCNN's")
     t.add_argument("--layers", type=int_option(1, 256), default=6,
-                   help="layers / residual blocks (default 6); pixelcnnpp: gated resnets per resolution")
+                   help="layers / residual blocks (default 6); pixelcnnpp: gated resnets per resolution; pixelvae: its "
+                        "PixelCNN's gated layers")
     t.add_argument("--kernel-size", type=int_option(1, 31), default=None,
-                   help="odd; default 5 (gated-pixelcnn), 3 (pixelcnn)")
+                   help="odd; default 5 (gated-pixelcnn, pixelvae), 3 (pixelcnn)")
     t.add_argument("--dropout", type=float_option(0.0, 1.0, high_open=True), default=0.0,
-                   help="gated-pixelcnn, pixelcnnpp (default 0)")
+                   help="gated-pixelcnn, pixelcnnpp, pixelvae (default 0)")
     t.add_argument("--nr-mix", type=int_option(1, 100), default=5,
                    help="pixelcnnpp: logistic mixture components (default 5)")
     t.add_argument("--weight-norm", action=SWITCH, default=False, help="pixelcnnpp: weight-normalise every convolution")
     t.add_argument("--latent-dim", type=int_option(1, 4096), default=16,
-                   help="vae, dcgan, mlp-gan: latent size (default 16)")
+                   help="vae, pixelvae, aae, dcgan, mlp-gan: latent size (default 16)")
     t.add_argument("--likelihood", default="categorical", choices=("bernoulli", "categorical", "gaussian", "logistic"),
-                   help="vae: p(x|z) (default categorical)")
-    t.add_argument("--arch", default="conv", choices=("mlp", "conv"), help="vae: encoder/decoder (default conv)")
-    t.add_argument("--beta", type=float_option(0.0), default=1.0, help="vae: KL weight, >= 0 (default 1)")
+                   help="vae, aae: p(x|z) (default categorical)")
+    t.add_argument("--arch", default="conv", choices=("mlp", "conv"), help="vae, aae: encoder/decoder (default conv)")
+    t.add_argument("--beta", type=float_option(0.0), default=1.0, help="vae, pixelvae: KL weight, >= 0 (default 1)")
+    t.add_argument("--free-bits", type=float_option(0.0), default=0.0,
+                   help="pixelvae: nats of KL per latent dimension the training loss does not penalise (default 0)")
+    t.add_argument("--prior", default="gaussian", choices=("gaussian", "mixture", "swiss_roll"),
+                   help="aae: the code prior (default gaussian; swiss_roll is 2-D)")
+    t.add_argument("--supervised", action=SWITCH, default=False,
+                   help="aae: the decoder reads the label (with --conditional); without it, --conditional ties each "
+                        "class to a region of the prior")
+    t.add_argument("--encoder", default="deterministic", choices=("deterministic", "gaussian"),
+                   help="aae: the encoder (default deterministic)")
     t.add_argument("--loss", default="non_saturating",
                    choices=("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"),
-                   help="dcgan, mlp-gan: the GAN loss (default non_saturating)")
+                   help="dcgan, mlp-gan, aae: the GAN loss (default non_saturating)")
     t.add_argument("--n-critic", type=int_option(1), default=1,
                    help="dcgan, mlp-gan: discriminator steps per generator step")
     t.add_argument("--gp-weight", type=float_option(0.0, low_open=True), default=None,
@@ -525,7 +562,7 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="train | val (digits only) | test (default test)")
     e.add_argument("--batch-size", type=int_option(1), default=256)
     e.add_argument("--k", type=int_option(0, MAX_IW_SAMPLES), default=100,
-                   help="vae: samples of the importance-weighted likelihood estimate (0: skip; default 100)")
+                   help="vae, pixelvae: samples of the importance-weighted likelihood estimate (0: skip; default 100)")
     e.add_argument("--metrics", type=metrics_option, default=None,
                    help="sample quality: a comma-separated subset of fid,kid,is,pr (the only evaluation of a GAN)")
     e.add_argument("-n", "--n", type=int_option(2, MAX_QUALITY_SAMPLES), default=10_000,

@@ -697,6 +697,9 @@ class Cases:
             "--likelihood": (["gauss", "", "Bernoulli"], ["bernoulli", "categorical", "gaussian", "logistic"]),
             "--arch": (["cnn", ""], ["mlp", "conv"]),
             "--beta": (["-1", "nan", "inf", "x"], ["0", "1"]),
+            "--free-bits": (["-1", "nan", "inf", "x"], ["0", "0.5"]),
+            "--prior": (["uniform", "", "Mixture"], ["gaussian", "mixture", "swiss_roll"]),
+            "--encoder": (["flow", ""], ["deterministic", "gaussian"]),
             "--loss": (["hing", "", "wgan"], ["hinge", "lsgan", "wasserstein", "minimax", "non_saturating"]),
             "--n-critic": (["0", "-1", "x", "nan"], ["1", "2"]),
             "--gp-weight": (["0", "-1", "inf", "nan", "x"], ["1"]),
@@ -750,14 +753,16 @@ class Cases:
             argv = ["train", "--config", self.pick(configs), "--quiet", "--out", self.ws.fresh("train")]
             options = self.train_options(configs)
         else:
-            model = self.pick(["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "dcgan", "mlp-gan"])
+            model = self.pick(["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan",
+                               "mlp-gan"])
             argv = ["train", model, "--data", self.pick(self.ws.good_data()), "--epochs", "1", "--hidden", "8",
                     "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size",
                     "256", "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
             if self.rng.random() < 0.1:
                 argv[1] = self.pick(["resnet", "", "PixelCNN", "gan"])
             options = self.train_options()
-        flags = ["--resume", "--overwrite", "--conditional", "--amp", "--weight-norm", "--resume --overwrite"]
+        flags = ["--resume", "--overwrite", "--conditional", "--amp", "--weight-norm", "--supervised",
+                 "--resume --overwrite"]
         argv = self.mutate(argv, options, [f for f in flags if " " not in f], bad_needed=False)
         if "--resume" in argv or "--overwrite" in argv:
             # Point the run at a copy of a trained (or damaged) run, so that the originals stay as they are.

@@ -76,6 +76,32 @@ def test_vae_train_sample_eval(tmp_path, capsys):
         ["sample", run, "--naive", "-o", str(tmp_path / "x.png")], capsys)
 
 
+def test_pixelvae_train_sample_eval(tmp_path, capsys):
+    run = str(tmp_path / "pixelvae")
+    assert main(["train", "pixelvae", "--data", "digits", "--epochs", "1", "--latent-dim", "4", "--hidden", "8",
+                 "--layers", "2", "--free-bits", "0.1", "--grid-samples", "2", "--out", run, "--quiet"]) == 0
+    assert main(["sample", run, "-n", "4", "-o", str(tmp_path / "pixelvae.png")]) == 0
+    assert main(["eval", run, "--data", "digits", "--k", "4"]) == 0
+    out = capsys.readouterr().out
+    elbo_bpd = float(out.split("images): ")[1].split(" bits/dim")[0])
+    iw_bpd = float(out.split("k=4: ")[1].split(" bits/dim")[0])
+    assert "negative ELBO, an upper bound" in out and 0 < iw_bpd <= elbo_bpd + 0.01
+
+
+def test_aae_train_sample_eval(tmp_path, capsys):
+    run = str(tmp_path / "aae")
+    assert main(["train", "aae", "--data", "digits", "--epochs", "1", "--conditional", "--prior", "mixture",
+                 "--latent-dim", "2", "--hidden", "8", "--grid-samples", "2", "--out", run, "--quiet"]) == 0
+    assert main(["sample", run, "-n", "10", "--class", "3", "-o", str(tmp_path / "aae.png")]) == 0
+    assert main(["eval", run, "--data", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "reconstruction -log p(x | encoder(x)), not a likelihood" in out and "importance" not in out
+    tiny = ["--data", "digits", "--epochs", "1", "--out", str(tmp_path / "t"), "--quiet"]
+    assert "add --conditional" in refused(["train", "aae", "--supervised", *tiny], capsys)
+    assert "ties each class to a region of the prior" in refused(["train", "aae", "--conditional", *tiny], capsys)
+    assert "--prior swiss_roll is 2-D" in refused(["train", "aae", "--prior", "swiss_roll", *tiny], capsys)
+
+
 def test_gan_train_sample(tmp_path, capsys):
     run = str(tmp_path / "gan")
     assert main(["train", "dcgan", "--data", "digits", "--epochs", "1", "--conditional", "--loss", "hinge",

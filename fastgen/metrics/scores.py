@@ -101,12 +101,21 @@ def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor, degree: int, gamma: flo
     return (x @ y.T * gamma + coef0) ** degree
 
 
+def _mmd2_from_sums(within_x, within_y, cross, n: int, m: int):
+    """The unbiased squared MMD (Gretton et al., 2012, eq. 3) of a sample of n and one of m from its
+    kernel sums: ``within_x`` = sum over i != j of k(x_i, x_j), ``within_y`` likewise, ``cross`` =
+    sum over all i, j of k(x_i, y_j). Elementwise, so the one formula serves a single pair of
+    samples (kid) and a batch of permuted pairs (metrics.two_sample.mmd_test) alike."""
+    return within_x / (n * (n - 1)) + within_y / (m * (m - 1)) - 2 * cross / (n * m)
+
+
 def _unbiased_mmd2(k_xx: torch.Tensor, k_xy: torch.Tensor, k_yy: torch.Tensor) -> float:
-    """The unbiased squared MMD of two samples of m: the within-sample kernel means leave out the
-    diagonal (i = j), the cross term keeps every pair."""
-    m = k_xx.shape[0]
-    within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
-    return float(within - 2 * k_xy.sum() / (m * m))
+    """The unbiased squared MMD of a sample of n and one of m from the kernel blocks (n, n), (n, m)
+    and (m, m): the within-sample kernel means leave out the diagonal (i = j), the cross term keeps
+    every pair."""
+    n, m = k_xy.shape
+    return float(_mmd2_from_sums(k_xx.sum() - k_xx.diagonal().sum(), k_yy.sum() - k_yy.diagonal().sum(),
+                                 k_xy.sum(), n, m))
 
 
 def kid(a, b, *, network: FeatureNetwork | None = None, subsets: int = 100, subset_size: int | None = None,

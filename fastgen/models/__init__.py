@@ -1,10 +1,12 @@
 """Generative image models."""
+from fastgen.models.aae import AdversarialAutoencoder
 from fastgen.models.autoregressive import AutoregressiveImageModel
 from fastgen.models.gan import DCGAN, GAN, MLPGAN
 from fastgen.models.gated_pixelcnn import GatedPixelCNN
 from fastgen.models.pixelcnn import PixelCNN
 from fastgen.models.pixelcnnpp import PixelCNNpp
+from fastgen.models.pixelvae import PixelVAE
 from fastgen.models.vae import VAE, Autoencoder, LikelihoodEstimate
 
-__all__ = ["DCGAN", "GAN", "MLPGAN", "AutoregressiveImageModel", "Autoencoder", "GatedPixelCNN", "LikelihoodEstimate",
-           "PixelCNN", "PixelCNNpp", "VAE"]
+__all__ = ["DCGAN", "GAN", "MLPGAN", "AdversarialAutoencoder", "AutoregressiveImageModel", "Autoencoder",
+           "GatedPixelCNN", "LikelihoodEstimate", "PixelCNN", "PixelCNNpp", "PixelVAE", "VAE"]

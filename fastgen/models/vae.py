@@ -104,7 +104,8 @@ class VAE(nn.Module):
         hidden: width of the fully connected layers.
         channels: channels of the first convolution (``arch="conv"``).
         n_classes: condition encoder and decoder on class labels in [0, n_classes).
-        beta: weight of the KL term in the training loss (1: the ELBO; beta-VAE otherwise).
+        beta: weight of the KL term in the training loss (1: the ELBO; beta-VAE otherwise); ``nelbo``
+            uses it too unless given another, ``loss`` in eval mode does not.
     """
 
     variational = True
@@ -182,7 +183,11 @@ class VAE(nn.Module):
         if not z.is_floating_point():
             raise ValueError(f"z must be a floating-point tensor, got {z.dtype}")
         # A latent of another floating dtype (e.g. float32 from fastgen.latent for a float64 model) is cast.
-        return self._decode(z.to(self.to_latent.weight.dtype), check_labels(labels, z.shape[0], self.n_classes))
+        return self._decode(z.to(self.to_latent.weight.dtype), self._decoder_labels(labels, z.shape[0]))
+
+    def _decoder_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The labels the decoder reads, validated for a batch of n."""
+        return check_labels(labels, n, self.n_classes)
 
     def _decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         out = self.decoder(self._condition(z, labels))
@@ -190,6 +195,11 @@ class VAE(nn.Module):
         if self.likelihood == "bernoulli":
             return out
         return out.view(n, self.in_channels, self.params, h, w).transpose(1, 2)
+
+    def _reconstruction(self, z: torch.Tensor, labels: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The parameters of p(x|z) that score the validated images ``x`` (a decoder that reads x,
+        an autoregressive one, overrides this)."""
+        return self._decode(z, labels)
 
     def data_for_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """The integer images as the likelihood reads them (see the module docstring)."""
@@ -211,15 +221,17 @@ class VAE(nn.Module):
         x, labels = self._checked(x, labels)
         mu, logvar = self._encode(x, labels)
         z = reparameterize(mu, logvar, generator=generator)
-        recon = self._decode(z, labels)
+        recon = self._reconstruction(z, labels, x)
         nelbo, nll, kl = vae_nelbo(recon, self.data_for_likelihood(x), mu, logvar, likelihood=self.likelihood,
                                    beta=self.beta if beta is None else beta, levels=self.levels, return_parts=True)
         shift = self._dequantization_nats()
         return (nelbo + shift, nll + shift, kl) if return_parts else nelbo + shift
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative ELBO in nats per sub-pixel (the trainer's loss; / ln 2 for bits/dim)."""
-        return self.nelbo(x, labels).mean() / self.dims
+        """Mean negative ELBO in nats per sub-pixel (the trainer's loss; / ln 2 for bits/dim), with
+        the KL weighted by ``beta`` in training mode; in eval mode (validation, ``fastgen eval``)
+        always the true bound (beta = 1)."""
+        return self.nelbo(x, labels, beta=self.beta if self.training else 1.0).mean() / self.dims
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, k: int = 100,
@@ -233,10 +245,11 @@ class VAE(nn.Module):
         """
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        if not self.variational:
+            raise ValueError(f"{type(self).__name__} has no posterior q(z|x) and prior to weigh: log_likelihood "
+                             "needs a VAE")
         x, labels = self._checked(x, labels)
         mu, logvar = self._encode(x, labels)
-        if logvar is None:
-            raise ValueError(f"{type(self).__name__} has no posterior q(z|x): log_likelihood needs a VAE")
         n = x.shape[0]
         data = self.data_for_likelihood(x)
         log_w = torch.empty(n, k, dtype=mu.dtype, device=mu.device)
@@ -248,7 +261,7 @@ class VAE(nn.Module):
             def rep(t: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (s * N, ...), sample-major like z
                 return t.expand(s, *t.shape).reshape(s * n, *t.shape[1:])
 
-            recon = self._decode(z.reshape(s * n, -1), rep(labels) if labels is not None else None)
+            recon = self._reconstruction(z.reshape(s * n, -1), rep(labels) if labels is not None else None, rep(x))
             zeros = torch.zeros(s * n, self.latent_dim, dtype=mu.dtype, device=mu.device)
             log_px = -vae_nelbo(recon, rep(data), zeros, zeros, likelihood=self.likelihood, beta=0.0,
                                 levels=self.levels).view(s, n)
@@ -328,8 +341,12 @@ class Autoencoder(VAE):
               return_parts: bool = False, generator: torch.Generator | None = None):
         """-log p(x | encoder(x)) per image in nats (no KL: an autoencoder has no posterior)."""
         x, labels = self._checked(x, labels)
-        z, _ = self._encode(x, labels)
+        z = self._code(x, labels, generator)
         zeros = torch.zeros_like(z)
         nll = vae_nelbo(self._decode(z, labels), self.data_for_likelihood(x), zeros, zeros,
                         likelihood=self.likelihood, beta=0.0, levels=self.levels) + self._dequantization_nats()
         return (nll, nll.detach(), torch.zeros_like(nll)) if return_parts else nll
+
+    def _code(self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        """The latent the decoder reconstructs ``x`` from (the encoder's output)."""
+        return self._encode(x, labels)[0]

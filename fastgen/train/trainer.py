@@ -2,6 +2,9 @@
 in nats per sub-pixel): Adam, gradient clipping, an optional exponential moving average of the
 weights, a progress bar with loss and bits/dim, validation each epoch keeping the best
 checkpoint, atomic checkpoints that resume exactly, a metrics log and a sample grid per epoch.
+A model with a ``code_discriminator`` (``fastgen.models.AdversarialAutoencoder``) also gets that
+discriminator's update and the encoder's adversarial update on every batch, each with its own
+Adam optimiser.
 
 Exact resumption: the batch order of epoch e is a permutation drawn from a generator seeded
 with (seed, e), so a run restarted from a checkpoint at step s of epoch e replays the same
@@ -31,6 +34,7 @@ from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
 
 LN2 = math.log(2.0)
+ADVERSARIAL_BETAS = (0.5, 0.999)
 MAX_GRID_SAMPLES = 100  # a grid of 100 x 100 images is already larger than anyone looks at
 
 
@@ -244,17 +248,33 @@ class Trainer:
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
         self.rank, self.world = rank_and_world()
+        # A model with a code discriminator (the adversarial autoencoder) adds two updates per step.
+        self.adversary: torch.nn.Module | None = getattr(model, "code_discriminator", None)
+        if self.adversary is not None and self.world > 1:
+            raise ValueError(f"{type(model).__name__} trains in one process (its adversarial updates are not "
+                             "distributed): run it without torchrun")
         self.step_module: torch.nn.Module = LossModule(self.model)
         if self.world > 1:
             # static_graph: the same parameters take part in every step, and some never do (the
             # last Gated layer's horizontal output feeds nothing); DDP then skips them cheaply.
             self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module, static_graph=True)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        adversary = {id(p) for p in self.adversary.parameters()} if self.adversary is not None else set()
+        self.params = [p for p in self.model.parameters() if id(p) not in adversary]
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
+        self.adversarial_optimizers: dict[str, torch.optim.Optimizer] = {}
+        if self.adversary is not None:
+            # GAN-style betas for the two adversarial updates, as in DCGAN; their rate does not decay.
+            self.adversarial_optimizers = {
+                "opt_discriminator": torch.optim.Adam(self.adversary.parameters(), lr=self.config.lr,
+                                                      betas=ADVERSARIAL_BETAS),
+                "opt_encoder": torch.optim.Adam(self.model.encoder_parameters(), lr=self.config.lr,
+                                                betas=ADVERSARIAL_BETAS)}
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self.config.lr_decay)
         self.ema = EMA(self.model, self.config.ema_decay) if self.config.ema_decay else None
         self.history = History()
         self.epoch = self.step_in_epoch = self.step = 0
         self.epoch_losses: list[float] = []  # this epoch's step losses so far (the epoch's mean)
+        self.adversarial_losses: dict[str, float] = {}  # the last step's, for a model with a code discriminator
         self.last_path = os.path.join(self.out_dir, "last")
         self.best_path = os.path.join(self.out_dir, "best")
         self.saved_step: int | None = None  # the step of the checkpoint in last_path, once there is one
@@ -277,7 +297,8 @@ class Trainer:
             model_config=self.model.config() if hasattr(self.model, "config") else {},
             weights=self.model.state_dict(), ema_weights=self.ema.state_dict() if self.ema else None,
             training={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                      "rng": torch.get_rng_state()},
+                      "rng": torch.get_rng_state(),
+                      **{name: opt.state_dict() for name, opt in self.adversarial_optimizers.items()}},
             meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                   "train_images": len(self.train_data), "epoch_losses": list(self.epoch_losses),
                   "history": asdict(self.history), "train_config": asdict(self.config)},
@@ -291,7 +312,8 @@ class Trainer:
         size with this batch size and seed; a changed lr, lr_decay, grad_clip, ema_decay or amp
         applies from here on, with a warning."""
         path = path or self.last_path
-        checkpoint, training = resume_state(path, self.model, required=("optimizer", "scheduler", "rng"))
+        checkpoint, training = resume_state(path, self.model,
+                                            required=("optimizer", "scheduler", "rng", *self.adversarial_optimizers))
         file = os.path.join(checkpoint.path, "config.json")
         meta = checkpoint.config
         changes = resumed_config_changes(checkpoint.path, meta.get("train_config"), self.config,
@@ -301,15 +323,17 @@ class Trainer:
             checkpoint, math.ceil(len(self.train_data) / self.config.batch_size), len(self.train_data))
         epoch_losses = float_list(file, "epoch_losses", meta.get("epoch_losses"))
         history = History.from_checkpoint(file, meta.get("history"))
-        load_training_states(checkpoint, training, {"optimizer": self.optimizer, "scheduler": self.scheduler},
+        load_training_states(checkpoint, training, {"optimizer": self.optimizer, "scheduler": self.scheduler,
+                                                    **self.adversarial_optimizers},
                              "optimiser or scheduler state")
         apply_resume(checkpoint, training, self.model)
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
                                      else self.model.state_dict())
         if "lr" in changes:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.lr
+            for optimizer in (self.optimizer, *self.adversarial_optimizers.values()):
+                for group in optimizer.param_groups:
+                    group["lr"] = self.config.lr
         self.scheduler.gamma = self.config.lr_decay
         self.epoch, self.step_in_epoch, self.step = epoch, step_in_epoch, step
         self.epoch_losses, self.history, self.saved_step = epoch_losses, history, step
@@ -334,9 +358,10 @@ class Trainer:
         if bad is not None:
             raise self._diverged(f"the weight {bad}", "not finite after the update")
 
-    def _grad_norm(self) -> float:
-        """The gradients' total norm, after clipping them to ``grad_clip`` when set."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
+    def _grad_norm(self, params: list[torch.nn.Parameter] | None = None) -> float:
+        """The total norm of the gradients of ``params`` (default: those the main optimiser
+        updates), after clipping them to ``grad_clip`` when set."""
+        params = [p for p in (self.params if params is None else params) if p.grad is not None]
         if self.config.grad_clip is not None:
             return float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
         return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
@@ -426,7 +451,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", bpd=f"{value / LN2:.3f}")
                 if self.step % cfg.log_every == 0 and self.log:
-                    self.log.write(self.step, loss=value, bpd=value / LN2)
+                    self.log.write(self.step, loss=value, bpd=value / LN2, **self.adversarial_losses)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
         finally:
@@ -445,11 +470,42 @@ class Trainer:
         loss.backward()
         self._check_finite("the gradient norm", self._grad_norm())
         self.optimizer.step()
+        if self.adversary is not None:
+            self.adversarial_losses = self._adversarial_step(index)
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
         self.step_in_epoch += 1
         self.epoch_losses.append(value)
+        return value
+
+    def _adversarial_step(self, index: torch.Tensor) -> dict[str, float]:
+        """The code discriminator's update, then the encoder's as its generator (see
+        ``fastgen.models.AdversarialAutoencoder``); returns both losses."""
+        model = self.model
+        x = self.train_data.images[index].to(self.device, torch.long)
+        labels = self.train_data.labels[index].to(self.device) if self.conditional else None
+        d_loss = self._update("opt_discriminator", "discriminator", lambda: model.discriminator_loss(x, labels))
+        self.adversary.requires_grad_(False)  # the encoder's update needs no discriminator gradients
+        try:
+            g_loss = self._update("opt_encoder", "encoder's adversarial", lambda: model.encoder_loss(x, labels))
+        finally:
+            self.adversary.requires_grad_(True)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    def _update(self, name: str, what: str, loss_fn) -> float:
+        """One step of the adversarial optimiser ``name`` on ``loss_fn()``; stops the run on a
+        non-finite loss or gradient norm before the weights change."""
+        optimizer = self.adversarial_optimizers[name]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp):
+            loss = loss_fn()
+        value = loss.item()
+        self._check_finite(f"the {what} loss", value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._check_finite(f"the {what} gradient norm",
+                           self._grad_norm([p for group in optimizer.param_groups for p in group["params"]]))
+        optimizer.step()
         return value
 
     def _end_epoch(self, train_bpd: float) -> None:
