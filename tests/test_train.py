@@ -101,6 +101,7 @@ def test_best_checkpoint_grids_and_reload(tmp_path):
     assert grid.size == (2 * (5 * 4 + 1) + 1, 3 * (4 * 4 + 1) + 1)  # 2 per class, 3 classes, 4x scale
     model = model_from_checkpoint(str(tmp_path / "last"))
     assert torch.equal(params(model), params(trainer.model))
+    assert not any(m.training for m in model.modules())  # loaded for use: dropout off
     assert trainer.evaluate(tiny_data(8, seed=1)) == pytest.approx(h.val_bpd[-1])
 
 

@@ -447,7 +447,8 @@ def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema:
     has them and ``ema`` is True). The config is checked against the weights file's header on the
     meta device before anything is allocated, so a config that does not fit its weights, however
     large, is refused at once. Weights holding NaN or infinities are refused. Nothing half-loaded
-    is ever returned."""
+    is ever returned. The model comes back in eval mode (dropout off), ready to evaluate or sample;
+    ``Trainer.fit`` puts it back in training mode."""
     device = resolve_device(device)
     path, config = read_config(path)
     cls = _model_class(path, config)
@@ -463,4 +464,4 @@ def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema:
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: the weights do not fit a {config['model_type']} of its config ({e})") \
             from None
-    return model.to(device)
+    return model.to(device).eval()
