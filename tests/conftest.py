@@ -99,3 +99,10 @@ def assert_matches_reference(fn, reference, inputs, dtype=torch.float32):
 
 __all__ = ["DEVICES", "DTYPES", "HAS_CUDA", "HAS_TRITON", "assert_matches_reference", "compiled_cpu", "fastgen",
            "op_implementations", "tolerances"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Two state dicts hold the same names and bit-identical tensors (an exact resume, a reload)."""
+    assert list(a) == list(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

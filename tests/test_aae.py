@@ -14,6 +14,7 @@ from fastgen.models import AdversarialAutoencoder
 from fastgen.models.priors import MIXTURE_RADIUS, sample_prior
 from fastgen.reference.vae_nelbo import vae_nelbo_reference
 from fastgen.train import TrainConfig, Trainer
+from tests.conftest import assert_same_weights
 
 
 def small(**kwargs):
@@ -177,8 +178,7 @@ def test_trainer_runs_the_three_updates_and_resumes_exactly(tmp_path):
     first.fit()
     resumed = trainer(tmp_path / "split", 3)
     resumed.fit(resume=True)
-    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(whole.model.state_dict(), resumed.model.state_dict())
     steps = 3 * 3  # 40 images in batches of 16, 3 epochs
     for name, opt in whole.adversarial_optimizers.items():
         saved, again = opt.state_dict()["state"], resumed.adversarial_optimizers[name].state_dict()["state"]
@@ -186,8 +186,7 @@ def test_trainer_runs_the_three_updates_and_resumes_exactly(tmp_path):
         assert all(int(saved[i]["step"]) == steps and torch.equal(saved[i]["exp_avg"], again[i]["exp_avg"])
                    for i in saved), name
     assert whole.history == resumed.history
-    for (name, a), b in zip(whole.ema.state_dict().items(), resumed.ema.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(whole.ema.state_dict(), resumed.ema.state_dict())
     labels = torch.tensor([0, 1, 2, 3])
     loaded = fastgen.load(str(tmp_path / "whole" / "last"))  # the EMA weights
     assert isinstance(loaded, AdversarialAutoencoder) and loaded.config() == whole.model.config()
@@ -195,7 +194,7 @@ def test_trainer_runs_the_three_updates_and_resumes_exactly(tmp_path):
         assert torch.equal(loaded.sample(4, labels, generator=torch.Generator().manual_seed(0)),
                            whole.model.sample(4, labels, generator=torch.Generator().manual_seed(0)))
     raw = fastgen.load(str(tmp_path / "whole" / "last"), ema=False)
-    assert all(torch.equal(a, b) for a, b in zip(raw.state_dict().values(), whole.model.state_dict().values()))
+    assert_same_weights(raw.state_dict(), whole.model.state_dict())
 
 
 def test_the_encoders_adversarial_update_moves_the_codes_towards_the_prior():

@@ -13,6 +13,7 @@ from fastgen.data import digits
 from fastgen.models import PixelVAE
 from fastgen.reference.categorical_nll import categorical_nll_reference
 from fastgen.train import TrainConfig, Trainer
+from tests.conftest import assert_same_weights
 
 
 def small(n_classes=None, in_channels=1, **kwargs):
@@ -185,14 +186,11 @@ def test_training_resume_checkpoint_and_load(tmp_path):
     first.fit()
     resumed = trainer(tmp_path / "split", 3)
     resumed.fit(resume=True)
-    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(whole.model.state_dict(), resumed.model.state_dict())
     assert whole.history == resumed.history
     loaded = fastgen.load(str(tmp_path / "whole" / "last"), ema=False)
     assert isinstance(loaded, PixelVAE) and loaded.config() == whole.model.config()
-    for (name, a), b in zip(whole.model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(whole.model.state_dict(), loaded.state_dict())
     averaged = fastgen.load(str(tmp_path / "whole" / "last"))
-    for (name, a), b in zip(whole.ema.state_dict().items(), averaged.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(whole.ema.state_dict(), averaged.state_dict())
     assert (tmp_path / "whole" / "samples" / "epoch_003.png").exists()
