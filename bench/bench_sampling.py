@@ -26,7 +26,7 @@ import torch
 
 import fastgen
 from bench.harness import append_rows, device_name, device_slug, git_commit
-from bench.table import latest_rows
+from bench.table import print_latest_table
 from fastgen.models import GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.sampling import draw_noise, naive_sample
 
@@ -147,11 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     out = args.out or os.path.join(RESULTS_DIR, f"{device_slug(device)}.csv")
     if args.markdown:
-        rows = latest_rows(out)
-        if not rows:
-            parser.error(f"--markdown: no sampling results in {out}")
-        print(table(rows))
-        return 0
+        return print_latest_table(parser, out, "sampling", table)
     if min(args.batch or [1]) < 1 or args.naive_rows < 1 or args.repeats < 1:
         parser.error("--batch, --naive-rows and --repeats must be positive")
 

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.harness import append_rows, device_name, device_slug, git_commit, peak_memory_mb
-from bench.table import latest_rows
+from bench.table import print_latest_table
 from fastgen.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.ops import gan_loss, implementations
 from fastgen.train import GANTrainConfig, TrainConfig
@@ -835,11 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     out = args.out or os.path.join(RESULTS_DIR, f"{device_slug(device)}.csv")
     if args.markdown:
-        rows = latest_rows(out)
-        if not rows:
-            parser.error(f"--markdown: no training-step results in {out}")
-        print(table(rows))
-        return 0
+        return print_latest_table(parser, out, "training-step", table)
     names = tuple(p for p in args.providers.split(",") if p)
     for p in names:
         if p not in PROVIDERS:

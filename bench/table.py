@@ -18,6 +18,16 @@ def latest_run(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["commit"] == last["commit"] and r["device"] == last["device"]]
 
 
+def print_latest_table(parser, path: str, what: str, render) -> int:
+    """``--markdown`` of a benchmark script: the newest run in ``path`` as a table (``render``), or
+    the parser's error when there is none."""
+    rows = latest_rows(path)
+    if not rows:
+        parser.error(f"--markdown: no {what} results in {path}")
+    print(render(rows))
+    return 0
+
+
 def latest_rows(path: str) -> list[dict]:
     """The newest run's rows of the CSV at path; none when the file is missing or empty."""
     if not os.path.exists(path):

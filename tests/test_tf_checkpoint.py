@@ -297,31 +297,17 @@ def test_garbled_index_never_escapes_as_another_error(tmp_path: Path) -> None:
             pass
 
 
-def test_snappy_block(tmp_path: Path) -> None:
+@pytest.mark.parametrize("header,match", [
+    (dict(data_block_type=1), "Snappy"),
+    (dict(data_block_type=7), "compression type 7"),
+    (dict(endianness=1), "big-endian"),
+    (dict(min_consumer=5), "version"),
+])
+def test_refused_bundle_headers(tmp_path: Path, header: dict, match: str) -> None:
+    """Snappy or unknown block compression, a big-endian bundle, a newer format version."""
     prefix = tmp_path / "m.ckpt"
-    write_bundle(prefix, [Spec("w", torch.ones(2))], data_block_type=1)
-    with pytest.raises(TFCheckpointError, match=r"m\.ckpt\.index.*Snappy"):
-        read_tf_checkpoint(prefix)
-
-
-def test_unknown_block_type(tmp_path: Path) -> None:
-    prefix = tmp_path / "m.ckpt"
-    write_bundle(prefix, [Spec("w", torch.ones(2))], data_block_type=7)
-    with pytest.raises(TFCheckpointError, match=r"m\.ckpt\.index.*compression type 7"):
-        read_tf_checkpoint(prefix)
-
-
-def test_big_endian(tmp_path: Path) -> None:
-    prefix = tmp_path / "m.ckpt"
-    write_bundle(prefix, [Spec("w", torch.ones(2))], endianness=1)
-    with pytest.raises(TFCheckpointError, match=r"m\.ckpt\.index.*big-endian"):
-        read_tf_checkpoint(prefix)
-
-
-def test_newer_format_version(tmp_path: Path) -> None:
-    prefix = tmp_path / "m.ckpt"
-    write_bundle(prefix, [Spec("w", torch.ones(2))], min_consumer=5)
-    with pytest.raises(TFCheckpointError, match=r"m\.ckpt\.index.*version"):
+    write_bundle(prefix, [Spec("w", torch.ones(2))], **header)
+    with pytest.raises(TFCheckpointError, match=rf"m\.ckpt\.index.*{match}"):
         read_tf_checkpoint(prefix)
 
 
