@@ -2,7 +2,7 @@
 
 - the dtype policy (``accumulation_dtype``),
 - the causal mask of a PixelCNN masked convolution (``causal_mask``),
-- the level encoding of images (``encode_levels``),
+- the level encoding of images (``encode_levels``, ``decode_levels``),
 - the inverse-CDF draw every sampler uses (``sample_from_logits``),
 - PixelCNN++'s nonlinearity (``concat_elu``) and the discretized logistic mixture's constants,
 - the logits layout the categorical kernels read (``logits_kernel_layout``).
@@ -50,6 +50,17 @@ def causal_mask(
 def encode_levels(x: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
     """Levels 0..L-1 to network inputs in [-1, 1]."""
     return x.to(dtype) * (2.0 / (levels - 1)) - 1.0
+
+
+def decode_levels(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Network outputs in [-1, 1] quantised to int64 levels 0..L-1 (the inverse of ``encode_levels``).
+    Non-finite values (a network whose weights diverged) raise a ValueError: NaN survives a clamp
+    and would become an arbitrary integer, far outside [0, levels)."""
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"the network produced NaN or infinite values ({images.dtype}); its weights are "
+                         "probably not finite (a diverged run?)")
+    top = levels - 1
+    return ((images + 1) * (top / 2)).round().clamp(0, top).long()
 
 
 def sample_from_logits(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

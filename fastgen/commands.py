@@ -2,7 +2,8 @@
 
 ``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++, the VAE, PixelVAE and the adversarial
 autoencoder with the likelihood trainer (``fastgen.train.Trainer``), DCGAN and the MLP GAN with
-``fastgen.train.GANTrainer``.
+``fastgen.train.GANTrainer``, pix2pix and CycleGAN with ``fastgen.train.TranslationTrainer``
+(fastgen/translation_commands.py, which also holds ``translate``).
 
 Every option is checked when it is parsed (``argparse`` types below), and everything else that a
 user can get wrong (paths, data, checkpoints, the run directory) raises a ValueError or an OSError
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_float, check_int
+from fastgen.translation_commands import TRANSLATORS
 
-MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan")
+MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan", *TRANSLATORS)
 GANS = ("dcgan", "mlp-gan")
 MAX_SAMPLES = 10_000  # images in one `fastgen sample` grid
 MAX_IW_SAMPLES = 100_000  # `fastgen eval --k`
@@ -80,6 +82,15 @@ def metrics_option(text: str) -> str:
         return ",".join(check_metrics(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).replace("metrics must be", "must be")) from None
+
+
+def refuse_translator(model: torch.nn.Module, command: str) -> None:
+    """A pix2pix or CycleGAN run maps images to images: it has nothing to sample or evaluate here."""
+    from fastgen.models import ImageTranslator
+
+    if isinstance(model, ImageTranslator):
+        raise ValueError(f"{command}: the checkpoint holds a {type(model).__name__}, which translates images; use "
+                         "`fastgen translate RUN --input DIR -o DIR`")
 
 
 # -- train ---------------------------------------------------------------------------------------------
@@ -210,7 +221,7 @@ def train_gan(args: argparse.Namespace, model, train_data, val_data, out: str, d
 
 def train(args: argparse.Namespace) -> int:
     from fastgen.train import TrainConfig, Trainer
-    from fastgen.train.distributed import init_from_env
+    from fastgen.train.distributed import init_from_env, leave_process_group
     from fastgen.train.run_dir import check_run_directory
 
     out = args.out or os.path.join("runs", args.model)
@@ -223,14 +234,30 @@ def train(args: argparse.Namespace) -> int:
         check_run_config_file(out)
     rank, world, device = init_from_env(args.device)
     say = print if rank == 0 else (lambda *a, **k: None)
-    train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed)
-    check_model_size(args.model, train_data, args, device)
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, train_data, args)
+    translator = args.model in TRANSLATORS
+    if translator:
+        from fastgen.translation_commands import build_translator, translation_datasets
+
+        if world > 1:
+            raise ValueError(f"{args.model} trains in one process (not under torchrun)")
+        train_data, val_data = translation_datasets(args)
+        torch.manual_seed(args.seed)
+        model = build_translator(args.model, train_data, args)
+    else:
+        train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed)
+        check_model_size(args.model, train_data, args, device)
+        torch.manual_seed(args.seed)
+        model = build_model(args.model, train_data, args)
     if rank == 0 and options is not None and not args.resume:
         from fastgen.run_config import write_run_config
 
         write_run_config(out, options)  # `fastgen train --config OUT/config.json` repeats this run
+    if translator:
+        from fastgen.translation_commands import train_translation
+
+        code = train_translation(args, model, train_data, val_data, out, device)
+        _note_resume(args, out, rank)
+        return code
     if args.model in GANS:
         if world > 1:
             raise ValueError(f"{args.model} trains in one process (not under torchrun)")
@@ -255,8 +282,7 @@ def train(args: argparse.Namespace) -> int:
     say(f"checkpoints: {os.path.abspath(trainer.last_path)}" +
         (f", {os.path.abspath(trainer.best_path)}" if best_written else ""))
     _note_resume(args, out, rank)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    leave_process_group()
     return 0
 
 
@@ -308,11 +334,12 @@ def sample(args: argparse.Namespace) -> int:
     import fastgen
     from fastgen.sampling import draw_noise
     from fastgen.train import save_grid
-    from fastgen.train.distributed import init_from_env, shard
+    from fastgen.train.distributed import init_from_env, leave_process_group, shard
 
     check_output_file(args.output)
     rank, world, device = init_from_env(args.device)
     model = fastgen.load(args.checkpoint, device, ema=not args.no_ema).eval()
+    refuse_translator(model, "sample")
     latent_model = isinstance(model, (fastgen.models.VAE, fastgen.models.GAN))
     if latent_model and (args.partial or args.naive):
         raise ValueError(f"--partial and --naive are for autoregressive models, not a {type(model).__name__}")
@@ -343,7 +370,7 @@ def sample(args: argparse.Namespace) -> int:
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, images)
         images = torch.cat(gathered)
-        torch.distributed.destroy_process_group()
+        leave_process_group()
     if rank == 0:
         nrow = model.n_classes if labels is not None and args.cls is None else math.ceil(math.sqrt(args.n))
         print(os.path.abspath(save_grid(args.output, images, model.levels, min(nrow, args.n))))
@@ -360,6 +387,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = fastgen.load(args.checkpoint, device, ema=not args.no_ema)
+    refuse_translator(model, "eval")
     is_gan = isinstance(model, fastgen.models.GAN)
     if is_gan and not args.metrics:
         raise ValueError("a GAN has no likelihood to evaluate; ask for sample quality with --metrics fid,kid,is,pr")
@@ -450,7 +478,7 @@ def convert(args: argparse.Namespace) -> int:
 # -- parsers -------------------------------------------------------------------------------------------
 def add_commands(commands: argparse._SubParsersAction,
                  parents: list[argparse.ArgumentParser]) -> dict[str, argparse.ArgumentParser]:
-    """The train, sample, eval and convert parsers, by name (``parents``: options every command
+    """The train, sample, eval, convert and translate parsers, by name (``parents``: options every command
     takes, e.g. --debug)."""
     t = commands.add_parser("train", parents=parents, help="train a model on a data set, writing checkpoints, "
                                                            "sample grids and metrics.jsonl to --out")
@@ -460,21 +488,22 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="read the options from FILE: a TOML file of flag = value lines, or a run's config.json "
                         "(which repeats that run); flags on the command line override it")
     t.add_argument("--data", default=None, help="digits | digits-binary | mnist:DIR | cifar10:DIR | folder:DIR | "
-                                                "npz:FILE")
+                                                "npz:FILE; pix2pix: edges-digits | pairs:DIR; cyclegan: "
+                                                "inverted-digits | unpaired:DIR")
     t.add_argument("--levels", type=int_option(2, 65536), default=None, help="quantise the data to this many levels")
     t.add_argument("--val-fraction", type=float_option(0.0, 1.0, high_open=True), default=0.05,
                    help="training images held out for validation, in [0, 1) (the digits have their own split)")
     t.add_argument("--conditional", action=SWITCH, default=False, help="condition on the data set's class labels")
     t.add_argument("--hidden", type=int_option(1, 4096), default=64,
                    help="hidden channels (default 64); vae, aae and mlp-gan layers are 4x wider, dcgan's first is 1/2; "
-                        "pixelvae: its PixelCNN's")
+                        "pixelvae: its PixelCNN's; pix2pix, cyclegan: the networks' first layer")
     t.add_argument("--layers", type=int_option(1, 256), default=6,
                    help="layers / residual blocks (default 6); pixelcnnpp: gated resnets per resolution; pixelvae: its "
-                        "PixelCNN's gated layers")
+                        "PixelCNN's gated layers; cyclegan: residual blocks per generator")
     t.add_argument("--kernel-size", type=int_option(1, 31), default=None,
                    help="odd; default 5 (gated-pixelcnn, pixelvae), 3 (pixelcnn)")
     t.add_argument("--dropout", type=float_option(0.0, 1.0, high_open=True), default=0.0,
-                   help="gated-pixelcnn, pixelcnnpp, pixelvae (default 0)")
+                   help="gated-pixelcnn, pixelcnnpp, pixelvae, pix2pix (default 0; pix2pix's paper uses 0.5)")
     t.add_argument("--nr-mix", type=int_option(1, 100), default=5,
                    help="pixelcnnpp: logistic mixture components (default 5)")
     t.add_argument("--weight-norm", action=SWITCH, default=False, help="pixelcnnpp: weight-normalise every convolution")
@@ -495,18 +524,33 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="aae: the encoder (default deterministic)")
     t.add_argument("--loss", default="non_saturating",
                    choices=("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"),
-                   help="dcgan, mlp-gan, aae: the GAN loss (default non_saturating)")
+                   help="dcgan, mlp-gan, aae, pix2pix: the GAN loss (default non_saturating; cyclegan is lsgan)")
     t.add_argument("--n-critic", type=int_option(1), default=1,
                    help="dcgan, mlp-gan: discriminator steps per generator step")
     t.add_argument("--gp-weight", type=float_option(0.0, low_open=True), default=None,
                    help="dcgan, mlp-gan: WGAN-GP penalty weight (e.g. 10)")
     t.add_argument("--norm", default="batch", choices=("batch", "layer", "none"),
                    help="dcgan: discriminator normalisation (WGAN-GP: layer or none)")
+    t.add_argument("--l1-weight", type=float_option(0.0), default=100.0,
+                   help="pix2pix: weight of the L1 term (default 100)")
+    t.add_argument("--cycle-weight", type=float_option(0.0), default=10.0,
+                   help="cyclegan: weight of the cycle-consistency terms (default 10)")
+    t.add_argument("--identity-weight", type=float_option(0.0), default=0.5,
+                   help="cyclegan: identity terms' weight, a fraction of --cycle-weight (default 0.5; 0 when the "
+                        "domains' channels differ)")
+    t.add_argument("--patch-layers", type=int_option(1, 8), default=None,
+                   help="pix2pix, cyclegan: the PatchGAN's strided layers (patches of 16, 34, 70 pixels for 1, 2, 3; "
+                        "default: the largest patch at most half the image)")
+    t.add_argument("--pool-size", type=int_option(0), default=None,
+                   help="pix2pix, cyclegan: generated images kept per discriminator (default 50 cyclegan, 0 pix2pix)")
+    t.add_argument("--decay-from", type=float_option(0.0, 1.0), default=0.5,
+                   help="pix2pix, cyclegan: fraction of the steps after which the learning rate falls linearly to 0 "
+                        "(default 0.5; 1 keeps it constant)")
     t.add_argument("--epochs", type=int_option(1, MAX_EPOCHS), default=10)
     t.add_argument("--batch-size", type=int_option(1), default=64)
     t.add_argument("--lr", type=float_option(0.0, low_open=True), default=None,
-                   help="learning rate (default 1e-3; GANs 2e-4, Wasserstein 1e-4); with --resume, a new value "
-                        "applies from the resumed step on")
+                   help="learning rate (default 1e-3; GANs, pix2pix, cyclegan 2e-4, Wasserstein 1e-4); with --resume, "
+                        "a new value applies from the resumed step on")
     t.add_argument("--lr-decay", type=float_option(0.0, 1.0, low_open=True), default=1.0,
                    help="learning rate factor per epoch, in (0, 1]")
     t.add_argument("--grad-clip", type=float_option(0.0, low_open=True), default=1.0,
@@ -592,4 +636,7 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="openai: the trained values, not their Polyak averages (used by default when present)")
     c.add_argument("--overwrite", action="store_true", help="replace a checkpoint at DIR")
     c.set_defaults(run=lambda args, extra: convert(args))
-    return {"train": t, "sample": s, "eval": e, "convert": c}
+    from fastgen.translation_commands import add_translate_command
+
+    return {"train": t, "sample": s, "eval": e, "convert": c,
+            "translate": add_translate_command(commands, parents, path_option, int_option)}

@@ -226,6 +226,57 @@ def _ga_valid(c: dict) -> bool:
     return ok
 
 
+_INA_ACTS = ("relu", "leaky_relu", "none")
+_INA_EPS = 1e-5  # the eps of the statistics handed to the backward op
+
+
+def _ina_forward(m: Maker) -> dict:
+    n, c, h, w = m.size(1, 2), m.size(1, 4), m.size(1, 5), m.size(1, 5)
+    return dict(x=m.randn(n, c, h, w, scale=2), weight=m.randn(c) if m.rng.random() < 0.7 else None,
+                bias=m.randn(c) if m.rng.random() < 0.7 else None, act=m.rng.choice(_INA_ACTS),
+                negative_slope=m.rng.choice((0.2, 0.01, 0.0)), eps=m.rng.choice((1e-5, 1e-3)))
+
+
+def _ina_backward(m: Maker) -> dict:
+    c = _ina_forward(m)
+    x = c["x"]
+    mean, rstd = _ina_stats(c)
+    return dict(grad_out=m.randn(*x.shape), x=x, weight=c["weight"], bias=c["bias"], mean=mean, rstd=rstd,
+                act=c["act"], negative_slope=c["negative_slope"], output_mask=[m.rng.random() < 0.7 for _ in range(3)])
+
+
+def _ina_stats(c: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    from fastgen.reference.instance_norm_act import instance_norm_stats_reference
+    return instance_norm_stats_reference(c["x"], _INA_EPS)
+
+
+def _ina_valid(c: dict) -> bool | None:
+    x, w, b = c["x"], c["weight"], c["bias"]
+    ok = (is_float(x) and x.dim() == 4 and x.shape[2] >= 1 and x.shape[3] >= 1
+          and all(t is None or (is_float(t) and t.dim() == 1 and t.shape[0] == x.shape[1]) for t in (w, b))
+          and one_dtype(x, w, b) and one_device(x, w, b) and copy_ok(x, w, b)
+          and isinstance(c["act"], str) and c["act"] in _INA_ACTS and is_scalar(c["negative_slope"]))
+    if "eps" in c:
+        ok = ok and is_scalar(c["eps"]) and c["eps"] > 0
+    backward = "grad_out" in c
+    if ok and backward:
+        go, mean, rstd = c["grad_out"], c["mean"], c["rstd"]
+        ok = (is_float(go) and tuple(go.shape) == tuple(x.shape) and one_dtype(x, go)
+              and all(is_float(t) and tuple(t.shape) == tuple(x.shape[:2]) and t.dtype == _acc(x) for t in (mean, rstd))
+              and one_device(x, go, mean, rstd) and copy_ok(mean, rstd) and is_mask(c["output_mask"], 3))
+    if not ok:
+        return False
+    # Huge and non-finite values are unspecified: whether a float32 sum overflows depends on its
+    # order, and the kernels' fused expressions meet inf * 0 and inf - inf in other places than the
+    # reference's (its autograd among them).
+    if any(not finite_moderate(c[k]) for k in ("x", "weight", "bias", "grad_out") if k in c):
+        return None
+    if not backward:
+        return True
+    want_mean, want_rstd = _ina_stats(c)
+    return consistent(c["mean"], want_mean) and consistent(c["rstd"], want_rstd)
+
+
 def _cat_forward(m: Maker) -> dict:
     n, levels, c, h, w = m.size(1, 2), m.size(1, 6), m.size(1, 3), m.size(1, 4), m.size(1, 4)
     logits = m.randn(n, levels, c, h, w, scale=3)
@@ -619,6 +670,8 @@ def _dmol_sample_public_make(m: Maker) -> dict:
 _MC = ("x", "weight", "bias", "mask_type", "color_groups")
 _MCB = ("grad_out", "x", "weight", "mask_type", "color_groups", "output_mask")
 _VAEF = ("recon", "x", "mu", "logvar", "likelihood", "beta", "levels", "keep_grad")
+_INA = ("x", "weight", "bias", "act", "negative_slope", "eps")
+_INAB = ("grad_out", "x", "weight", "bias", "mean", "rstd", "act", "negative_slope", "output_mask")
 _VAEB = ("grad", "recon", "x", "mu", "logvar", "recon_grad", "likelihood", "beta", "levels", "output_mask")
 
 
@@ -635,6 +688,11 @@ ENTRIES: list[Entry] = [
     *_entry_rows("gated_activation", "gated_activation", ("x", "cond"), _ga_forward, _ga_valid,
                  reference="_reference_forward", public_positional=("x", "cond"), grads=("x", "cond")),
     *_entry_rows("gated_activation_backward", None, ("grad_out", "x", "cond"), _ga_backward, _ga_valid,
+                 reference="_reference_backward"),
+    *_entry_rows("instance_norm_act", "instance_norm_act", _INA, _ina_forward, _ina_valid,
+                 reference="_reference_forward", public_positional=("x", "weight", "bias"),
+                 grads=("x", "weight", "bias")),
+    *_entry_rows("instance_norm_act_backward", None, _INAB, _ina_backward, _ina_valid,
                  reference="_reference_backward"),
     *_entry_rows("categorical_nll", "categorical_nll", ("logits", "target"), _cat_forward, _cat_valid,
                  reference="_reference_forward", public_positional=("logits", "target"), grads=("logits",)),
@@ -742,6 +800,10 @@ STATISTICS = {
     "lse": _forward_output("categorical_nll", ("logits", "target"), 1),
     "norms": _forward_output("gradient_penalty", ("grad", "weight"), 1),
     "pixel_log_prob": _forward_output("dmol_nll", ("x", "params", "nr_mix", "levels"), 1),
+    "mean": _forward_output("instance_norm_act", ("x",), 1, weight=None, bias=None, act="none", negative_slope=0.0,
+                            eps=_INA_EPS),
+    "rstd": _forward_output("instance_norm_act", ("x",), 2, weight=None, bias=None, act="none", negative_slope=0.0,
+                            eps=_INA_EPS),
     "recon_grad": _forward_output("vae_nelbo", ("recon", "x", "mu", "logvar", "likelihood", "beta", "levels"), 3,
                                   keep_grad=True),
 }

@@ -104,3 +104,15 @@ def test_training_step_benchmark_runs_every_model_and_provider(tmp_path, capsys,
     monkeypatch.setattr(bench_train, "main", lambda argv: seen.append(argv) or 0)
     assert bench_main(["--train", "--quick", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
     assert seen == [["--device", "cpu", "--quick", "--repeats", "1", "--out", str(out)]]
+
+
+def test_translation_step_benchmark_runs(tmp_path, capsys):
+    """Tiny Pix2Pix and CycleGAN steps; the script stops if the eager copy's first losses differ
+    from fastgen's (the same networks)."""
+    import bench.bench_translation_step as bench_step
+
+    out = tmp_path / "translation.csv"
+    assert bench_step.main(["--quick", "--repeats", "1", "--providers", "plain,fastgen", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {(r["model"], r["provider"]) for r in rows} == {(m, p) for m in ("Pix2Pix", "CycleGAN")
+                                                          for p in ("plain", "fastgen")}

@@ -184,7 +184,7 @@ def test_a_diverged_generator_is_refused_not_quantised():
     model = DCGAN(1, 17, 8, latent_dim=4, width=8)
     with torch.no_grad():
         next(model.generator.parameters()).fill_(float("nan"))
-    with pytest.raises(ValueError, match="the generator produced NaN or infinite values"):
+    with pytest.raises(ValueError, match="the network produced NaN or infinite values"):
         model.sample(4)
 
 

@@ -77,6 +77,10 @@ def _cases():
                         dict(params=_randn(2, 20, 2, 3))),
         "feature_stats_update": (_feature_stats, dict(features=_randn(6, 5, scale=2), shift=_randn(5, seed=1))),
     }
+    for act in ("relu", "leaky_relu", "none"):
+        cases[f"instance_norm_act-{act}"] = (
+            lambda x, weight, bias, act=act: fastgen.ops.instance_norm_act(x, weight, bias, act=act),
+            dict(x=_randn(2, 3, 4, 5, scale=2), weight=_randn(3, seed=1), bias=_randn(3, seed=2)))
     for likelihood in ("bernoulli", "categorical", "gaussian", "logistic"):
         cases[f"vae_nelbo-{likelihood}"] = _vae(likelihood)
     for kind in ("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"):
@@ -135,8 +139,22 @@ def _with_special(tensors, name, value, where):
 # not), and a huge input may overflow a sum in one order and not another; its finite cases are
 # covered with the rest.
 _FINITE_ONLY = {"masked_conv2d"}
+
+
+def _unspecified(op: str, name: str, v: float) -> bool:
+    if op in _FINITE_ONLY:
+        return v != v or abs(v) > 1e18
+    # instance_norm_act's contract leaves huge finite values and an infinite weight unspecified: a float32
+    # variance overflows to inf or not with the order of a sum, and its fused backward forms
+    # inf * 0 and inf - inf where the reference's autograd does not. NaN anywhere and an infinite x
+    # or bias (NaN in their plane, or inf in their channel, both ways) are checked.
+    if op.startswith("instance_norm_act"):
+        return v == v and abs(v) > 1e18 and (name == "weight" or abs(v) != float("inf"))
+    return False
+
+
 _VALUE_CASES = [(op, name, v) for op, (_, tensors) in CASES.items() for name in tensors for v in SPECIAL
-                if not (op in _FINITE_ONLY and (v != v or abs(v) > 1e18))]
+                if not _unspecified(op, name, v)]
 
 
 @pytest.mark.skipif(not compiled_cpu("masked_conv2d"), reason="fastgen._C not built")
@@ -193,6 +211,8 @@ META_CALLS = [
                                                     noise=torch.empty(2, 5, 4, 4, **META)), (2, 3, 4, 4)),
     ("reparameterize", lambda: fastgen.ops.reparameterize(torch.empty(2, 3, **META), torch.empty(2, 3, **META)),
      (2, 3)),
+    ("instance_norm_act", lambda: fastgen.ops.instance_norm_act(torch.empty(2, 3, 4, 5, **META),
+                                                                torch.empty(3, **META)), (2, 3, 4, 5)),
 ]
 
 
@@ -234,6 +254,13 @@ BAD_META = [
     ("dmol_sample", lambda: ops.dmol_sample(torch.empty(1, 20, 4, 4, **META),
                                             torch.empty(1, 5, 4, 4, dtype=torch.long, **META), 2, 256),
      "noise must be a floating tensor"),
+    ("instance_norm_act", lambda: ops.instance_norm_act(torch.empty(2, 3, 4, 5, **META), torch.empty(4, **META), None,
+                                                        "relu", 0.2, 1e-5), r"weight must be \(C,\) = \(3,\)"),
+    ("instance_norm_act-mixed", lambda: ops.instance_norm_act(torch.empty(2, 3, 4, 5), None, torch.empty(3, **META),
+                                                              "relu", 0.2, 1e-5), "bias is on meta but x is on cpu"),
+    ("instance_norm_act_backward", lambda: ops.instance_norm_act_backward(
+        torch.empty(2, 3, 4, 5, **META), torch.empty(2, 3, 4, 5, **META), None, None, torch.empty(2, 3, **META),
+        torch.empty(2, 3, dtype=torch.float64, **META), "relu", 0.2, [True, True, True]), "rstd must have dtype"),
     ("feature_stats_update", lambda: ops.feature_stats_update(torch.empty(4, 3, **META), torch.empty(3, **META),
                                                               torch.empty(3, dtype=torch.float64, **META),
                                                               torch.empty(3, 4, dtype=torch.float64, **META)),
@@ -275,6 +302,9 @@ BOMBS = [
     ("dmol_nll-op", lambda: ops.dmol_nll(_expanded(1, 1, 2**13, 2**14), _expanded(1, 3, 2**13, 2**14), 1, 256)),
     ("dmol_sample-op", lambda: ops.dmol_sample(_expanded(1, 3, 2**13, 2**14), _expanded(1, 2, 2**13, 2**14, value=0.5),
                                                1, 256)),
+    ("instance_norm_act-op", lambda: ops.instance_norm_act(_expanded(1, 2, 2**13, 2**13), None, None, "relu", 0.2,
+                                                           1e-5)),
+    ("instance_norm_act", lambda: fastgen.ops.instance_norm_act(_expanded(1, 2, 2**13, 2**13))),
     ("feature_stats_update-op", lambda: ops.feature_stats_update(_expanded(BIG, 1), torch.zeros(1),
                                                                  torch.zeros(1, dtype=torch.float64),
                                                                  torch.zeros(1, 1, dtype=torch.float64))),
@@ -304,6 +334,8 @@ STRIDE0 = [
                                                   torch.randn(2, 3), likelihood="bernoulli")),
     ("dmol_nll", lambda e: fastgen.ops.dmol_nll(e(_grid(2, 1, 3, 3)), e(torch.randn(2, 6, 3, 3)), nr_mix=2)),
     ("feature_stats_update", lambda e: _feature_stats(e(torch.randn(4, 5)), e(torch.randn(2, 5))[0])),
+    ("instance_norm_act", lambda e: fastgen.ops.instance_norm_act(e(torch.randn(3, 4, 5, 6)), e(torch.randn(4)),
+                                                                  torch.randn(4), act="leaky_relu")),
 ]
 
 

@@ -84,6 +84,32 @@ def triton_kernels():
         cases += _loss_kernels(dtype, ptr, acc_ptr, acc)
         cases += _dmol_kernels(dtype, ptr, acc_ptr, acc)
         cases += _feature_stats_kernels(dtype, ptr, acc)
+        cases += _instance_norm_act_kernels(dtype, ptr, acc_ptr, acc)
+    return cases
+
+
+def _instance_norm_act_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:
+    """Instance norm + activation: every activation with and without the affine parameters in
+    float32, one of each in the other dtypes; float64 reads its scalars from memory (as the
+    launcher does), at the largest block the launcher picks."""
+    from fastgen.kernels import instance_norm_act as ina
+
+    cases = []
+    in_memory = dtype == "fp64"
+    s_ptr = "*fp64" if in_memory else ptr  # the launcher passes x where the scalars are arguments
+    block = ina._block(1 << 20)
+    for act in range(3) if dtype == "fp32" else (1,):
+        for affine in (True, False) if dtype == "fp32" else (True,):
+            const = dict(HAS_W=affine, HAS_B=affine, ACT=act, SCALARS_IN_MEMORY=in_memory, ACC=acc, BLOCK=block)
+            cases.append((f"instance_norm_act_fwd[{dtype}, act={act}, affine={affine}]",
+                          ina._instance_norm_act_fwd_kernel,
+                          dict(x_ptr=ptr, w_ptr=ptr, b_ptr=ptr, s_ptr=s_ptr, y_ptr=ptr, mean_ptr=acc_ptr,
+                               rstd_ptr=acc_ptr, C="i32", HW="i32", eps="fp32", slope="fp32"), const))
+            cases.append((f"instance_norm_act_bwd[{dtype}, act={act}, affine={affine}]",
+                          ina._instance_norm_act_bwd_kernel,
+                          dict(g_ptr=ptr, x_ptr=ptr, w_ptr=ptr, b_ptr=ptr, mean_ptr=acc_ptr, rstd_ptr=acc_ptr,
+                               s_ptr=s_ptr, gx_ptr=ptr, sum_g_ptr=acc_ptr, sum_gxhat_ptr=acc_ptr, C="i32", HW="i32",
+                               slope="fp32"), dict(const, WANT_X=True)))
     return cases
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastgen._core import decode_levels, encode_levels
 from fastgen.models._checks import check_images, check_labels
 from fastgen.ops import gradient_penalty
 from fastgen.reference.gan_loss import KINDS
@@ -185,18 +186,11 @@ class GAN(nn.Module):
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Integer images in [0, levels) as floats in [-1, 1], what the discriminator reads."""
-        x = check_images(x, self.shape, self.levels)
-        return x.to(next(self.parameters()).dtype) * (2.0 / (self.levels - 1)) - 1.0
+        return encode_levels(check_images(x, self.shape, self.levels), self.levels, next(self.parameters()).dtype)
 
     def to_levels(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] quantised to integer levels. Non-finite values (a generator whose
-        weights diverged) raise a ValueError: NaN survives a clamp and would become an arbitrary
-        integer, far outside [0, levels)."""
-        if not bool(torch.isfinite(images).all()):
-            raise ValueError(f"the generator produced NaN or infinite values (weights "
-                             f"{next(self.parameters()).dtype}); its weights are probably not finite (a diverged run?)")
-        top = self.levels - 1
-        return ((images + 1) * (top / 2)).round().clamp(0, top).long()
+        """Images in [-1, 1] quantised to integer levels (a ValueError for NaN or infinite values)."""
+        return decode_levels(images, self.levels)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I), (n, latent_dim), on the model's device and in its dtype (drawn in float32, so

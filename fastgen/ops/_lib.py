@@ -87,3 +87,14 @@ lib.define("dmol_sample(Tensor params, Tensor noise, int nr_mix, int levels) -> 
 # for i <= j. features (B, D) and shift (D,) float32 or float64; total (D,) and cross (D, D)
 # contiguous float64. The strictly lower triangle of cross is never read or written.
 lib.define("feature_stats_update(Tensor features, Tensor shift, Tensor(a!) total, Tensor(b!) cross) -> ()")
+
+# instance_norm_act: act(instance_norm(x) * weight + bias) per (n, c) plane of x (N, C, H, W); act is
+# "relu", "leaky_relu" (slope negative_slope) or "none"; weight and bias (C,) optional. Returns
+# (y, mean, rstd), mean and rstd (N, C) in float32 (float64 for float64 x), which the backward reuses
+# (it recomputes z from x rather than keeping y). The backward returns (grad_x, grad_weight,
+# grad_bias), an entry whose output_mask is False as an empty tensor; grad_weight and grad_bias are
+# computed where asked for even without a weight or bias (the gradients at 1 and 0).
+lib.define("instance_norm_act(Tensor x, Tensor? weight, Tensor? bias, str act, float negative_slope, float eps) "
+           "-> (Tensor, Tensor, Tensor)")
+lib.define("instance_norm_act_backward(Tensor grad_out, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
+           "Tensor rstd, str act, float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")

@@ -8,6 +8,11 @@ from fastgen.reference.categorical_nll import (
 from fastgen.reference.dmol import dmol_nll_reference, dmol_pixel_log_prob_reference, dmol_sample_reference
 from fastgen.reference.feature_stats import feature_stats_update_reference, finish_covariance_reference
 from fastgen.reference.gated_activation import gated_activation_backward_reference, gated_activation_reference
+from fastgen.reference.instance_norm_act import (
+    instance_norm_act_backward_reference,
+    instance_norm_act_reference,
+    instance_norm_stats_reference,
+)
 from fastgen.reference.masked_conv2d import (
     masked_conv2d_backward_reference,
     masked_conv2d_grad_input_reference,
@@ -29,6 +34,9 @@ __all__ = [
     "masked_conv2d_backward_reference",
     "gated_activation_backward_reference",
     "gated_activation_reference",
+    "instance_norm_act_backward_reference",
+    "instance_norm_act_reference",
+    "instance_norm_stats_reference",
     "masked_conv2d_grad_input_reference",
     "masked_conv2d_grad_weight_reference",
     "masked_conv2d_reference",

@@ -41,6 +41,16 @@ def init_from_env(device: str = "cpu") -> tuple[int, int, torch.device]:
     return rank, world, torch.device(device)
 
 
+def leave_process_group() -> None:
+    """Leave the process group at the end of a command: a barrier first, so that no process tears
+    its connections down while another still has traffic in flight on them (gloo on CPU: a rank
+    that destroyed its group while its peer was still finishing the last collective was seen to
+    abort at exit, rarely, with "terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

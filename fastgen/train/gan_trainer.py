@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,14 +21,14 @@ from fastgen.models._checks import check_labels
 from fastgen.models.gan import GAN
 from fastgen.ops import gan_loss
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
-from fastgen.train.checkpoint import (CheckpointError, apply_resume, first_non_finite, load_training_states,
+from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states,
                                       resume_state, save_checkpoint)
 from fastgen.train.distributed import resolve_device
 from fastgen.train.evaluate import QualityEvaluation, check_quality_options
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
-from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
-from fastgen.train.trainer import (MAX_GRID_SAMPLES, check_model_fits_data, check_training_data,
+from fastgen.train.run_loop import RunLoop
+from fastgen.train.trainer import (MAX_GRID_SAMPLES, TrainingDiverged, check_model_fits_data, check_training_data,
                                    diverged, epoch_batches, float_list, resumed_config_changes, training_counters,
                                    warn_changes)
 
@@ -107,7 +106,7 @@ class GANHistory:
         return cls(float_list(file, "d_loss", saved["d_loss"]), float_list(file, "g_loss", saved["g_loss"]))
 
 
-class GANTrainer:
+class GANTrainer(RunLoop):
     """Train ``model`` (a ``fastgen.models.GAN``) on ``train_data``; files go to ``out_dir``: the
     checkpoint directory ``last``, ``metrics.jsonl`` and ``samples/epoch_NNN.png``. A
     class-conditional model gets the batch's labels, for both networks. Like ``Trainer``, ``fit``
@@ -193,17 +192,11 @@ class GANTrainer:
         warn_changes(checkpoint.path, changes, step)
 
     # -- checks --------------------------------------------------------------------------------
-    def _check_finite(self, what: str, value: float) -> None:
-        if not math.isfinite(value):
-            cfg = self.config
-            raise diverged(what, value, self.step + 1, self.epoch + 1, self.last_path, self.saved_step,
-                           f"Lower the learning rates (lr_generator={cfg.lr_generator:g}, "
-                           f"lr_discriminator={cfg.lr_discriminator:g})")
-
-    def _check_weights(self) -> None:
-        bad = first_non_finite(dict(self.model.named_parameters()))
-        if bad is not None:
-            self._check_finite(f"the weight {bad}", math.nan)
+    def _diverged(self, what: str, value: object) -> TrainingDiverged:
+        cfg = self.config
+        return diverged(what, value, self.step + 1, self.epoch + 1, self.last_path, self.saved_step,
+                        f"Lower the learning rates (lr_generator={cfg.lr_generator:g}, "
+                        f"lr_discriminator={cfg.lr_discriminator:g})")
 
     def _grad_norm(self, network: torch.nn.Module) -> float:
         return float(torch.nn.utils.get_total_norm([p.grad for p in network.parameters() if p.grad is not None]))
@@ -255,34 +248,6 @@ class GANTrainer:
         return save_grid(path, images, self.model.levels, nrow)
 
     # -- loop ----------------------------------------------------------------------------------
-    def _start(self, resume: bool, overwrite: bool) -> None:
-        """Check the run directory, tidy it, then resume or seed a fresh run."""
-        check_run_directory(self.out_dir, resume=resume, overwrite=overwrite)
-        remove_orphans(self.out_dir)
-        if overwrite:
-            clear_run(self.out_dir)
-        if resume:
-            self.resume()
-        else:
-            torch.manual_seed(self.config.seed)
-
-    def fit(self, *, resume: bool = False, overwrite: bool = False) -> GANHistory:
-        """Train until ``config.epochs``; ``resume`` and ``overwrite`` as for ``Trainer.fit``."""
-        cfg = self.config
-        if self.step == 0 or resume or overwrite:
-            self._start(resume, overwrite)
-        if resume and self.epoch >= cfg.epochs:
-            warnings.warn(f"{self.out_dir}: the run has trained {self.epoch} epochs already (epochs={cfg.epochs}); "
-                          "nothing to do", stacklevel=2)
-        self.log = MetricsLog(self.out_dir)
-        self.model.train()
-        try:
-            while self.epoch < cfg.epochs:
-                self._train_epoch()
-        finally:
-            self.log.close()
-        return self.history
-
     def _train_epoch(self) -> None:
         cfg = self.config
         from tqdm.auto import tqdm  # imported here: `import fastgen` needs only torch and numpy

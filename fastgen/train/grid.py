@@ -25,11 +25,12 @@ def image_grid(images: torch.Tensor, levels: int, nrow: int, *, scale: int = 1, 
     return grid
 
 
-def save_grid(path: str, images: torch.Tensor, levels: int, nrow: int, *, scale: int = 4) -> str:
-    """Write ``image_grid(...)`` as a PNG (atomically) and return the path."""
+def save_grid(path: str, images: torch.Tensor, levels: int, nrow: int, *, scale: int = 4, pad: int = 1) -> str:
+    """Write ``image_grid(...)`` as a PNG (atomically) and return the path (one image, unscaled
+    and unpadded, with ``nrow=1, scale=1, pad=0``)."""
     from PIL import Image
 
-    grid = image_grid(images, levels, nrow, scale=scale)
+    grid = image_grid(images, levels, nrow, scale=scale, pad=pad)
     image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

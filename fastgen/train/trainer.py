@@ -24,14 +24,14 @@ import torch
 
 from fastgen.data import ImageDataset
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
-from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume, first_non_finite,
+from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume,
                                       load_training_states, resume_state, save_checkpoint)
 from fastgen.train.distributed import LossModule, rank_and_world, resolve_device, shard
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import QualityEvaluation, bits_per_dim_on, check_quality_options
 from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
-from fastgen.train.run_dir import check_run_directory, clear_run, remove_orphans
+from fastgen.train.run_loop import RunLoop
 
 LN2 = math.log(2.0)
 ADVERSARIAL_BETAS = (0.5, 0.999)
@@ -213,7 +213,7 @@ class History:
                    math.inf if best is None else float(best), epoch)
 
 
-class Trainer:
+class Trainer(RunLoop):
     """Train ``model`` on ``train_data``, validating on ``val_data``; files go to ``out_dir``:
     the checkpoint directories ``last`` (resume point) and ``best`` (lowest validation bits/dim),
     ``metrics.jsonl`` and ``samples/epoch_NNN.png``. A class-conditional model
@@ -349,15 +349,6 @@ class Trainer:
         advice = f"Lower the learning rate (lr={lr:g})" + ("" if self.config.grad_clip else " or clip the gradients")
         return diverged(what, value, self.step + 1, self.epoch + 1, self.last_path, self.saved_step, advice)
 
-    def _check_finite(self, what: str, value: float) -> None:
-        if not math.isfinite(value):
-            raise self._diverged(what, value)
-
-    def _check_weights(self) -> None:
-        bad = first_non_finite(dict(self.model.named_parameters()))
-        if bad is not None:
-            raise self._diverged(f"the weight {bad}", "not finite after the update")
-
     def _grad_norm(self, params: list[torch.nn.Parameter] | None = None) -> float:
         """The total norm of the gradients of ``params`` (default: those the main optimiser
         updates), after clipping them to ``grad_clip`` when set."""
@@ -402,41 +393,6 @@ class Trainer:
             else:
                 images = self.model.sample(per_class * per_class, generator=g)
         return save_grid(path, images, self.model.levels, per_class)
-
-    def _start(self, resume: bool, overwrite: bool) -> None:
-        """Check the run directory, tidy it, then resume or seed a fresh run."""
-        check_run_directory(self.out_dir, resume=resume, overwrite=overwrite)
-        if self.rank == 0:
-            remove_orphans(self.out_dir)
-            if overwrite:
-                clear_run(self.out_dir)
-        if self.world > 1:
-            torch.distributed.barrier()  # no process reads the directory while rank 0 tidies it
-        if resume:
-            self.resume()
-        else:
-            torch.manual_seed(self.config.seed)
-
-    def fit(self, *, resume: bool = False, overwrite: bool = False) -> History:
-        """Train until ``config.epochs``. A directory that already holds a run needs ``resume``
-        (continue from ``out_dir/last``) or ``overwrite`` (delete the run's checkpoints, metrics and
-        grids first); ``resume`` needs ``out_dir/last``. A trainer that has trained already
-        continues in memory. Raises TrainingDiverged when the run diverges."""
-        cfg = self.config
-        if self.step == 0 or resume or overwrite:
-            self._start(resume, overwrite)
-        if resume and self.epoch >= cfg.epochs:
-            warnings.warn(f"{self.out_dir}: the run has trained {self.epoch} epochs already (epochs={cfg.epochs}); "
-                          "nothing to do", stacklevel=2)
-        self.log = MetricsLog(self.out_dir) if self.rank == 0 else None
-        self.model.train()
-        try:
-            while self.epoch < cfg.epochs:
-                self._train_epoch()
-        finally:
-            if self.log:
-                self.log.close()
-        return self.history
 
     def _train_epoch(self) -> None:
         cfg = self.config
