@@ -84,6 +84,16 @@ def metrics_option(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).replace("metrics must be", "must be")) from None
 
 
+def image_data(data, spec: str):
+    """``data`` when it is a set of images; the pairs and domains of the image-to-image models are refused."""
+    from fastgen.data import ImageDataset, PairedDataset
+
+    if not isinstance(data, ImageDataset):
+        held = "image pairs" if isinstance(data, PairedDataset) else "two domains of images"
+        raise ValueError(f"--data {spec} holds {held}, for pix2pix or cyclegan; this model takes a set of images")
+    return data
+
+
 def refuse_translator(model: torch.nn.Module, command: str) -> None:
     """A pix2pix or CycleGAN run maps images to images: it has nothing to sample or evaluate here."""
     from fastgen.models import ImageTranslator
@@ -99,7 +109,7 @@ def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
     ``val_fraction`` of the training files."""
     from fastgen.data import load
 
-    train = load(spec, "train")
+    train = image_data(load(spec, "train"), spec)
     if spec.startswith("digits"):
         val = load(spec, "val")
     elif val_fraction > 0:
@@ -179,11 +189,12 @@ def _memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_model_size(name: str, train, args: argparse.Namespace, device: torch.device) -> None:
+def check_model_size(name: str, train, args: argparse.Namespace, device: torch.device,
+                     build: Callable = build_model) -> None:
     """Build the model on the meta device (no memory) and refuse one whose weights, gradients and
     Adam moments would not fit in this machine's memory, before anything is allocated."""
     with torch.device("meta"):
-        model = build_model(name, train, args)
+        model = build(name, train, args)
     params = sum(p.numel() for p in model.parameters())
     need, have = 16 * params, _memory_bytes(device)  # float32 weights, gradients and two Adam moments
     if need > have:
@@ -241,6 +252,7 @@ def train(args: argparse.Namespace) -> int:
         if world > 1:
             raise ValueError(f"{args.model} trains in one process (not under torchrun)")
         train_data, val_data = translation_datasets(args)
+        check_model_size(args.model, train_data, args, device, build_translator)
         torch.manual_seed(args.seed)
         model = build_translator(args.model, train_data, args)
     else:
@@ -420,6 +432,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _evaluation_data(data, model):
     """``data`` checked against the model's image shape, levels and classes (quantised to its levels)."""
+    data = image_data(data, data.name)
     if data.shape != (model.in_channels, *model.image_size):
         raise ValueError(f"{data.name} has images of shape {data.shape}, the model takes "
                          f"{(model.in_channels, *model.image_size)}")

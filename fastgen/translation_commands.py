@@ -8,6 +8,17 @@ import os
 import torch
 
 TRANSLATORS = ("pix2pix", "cyclegan")
+# Train options that only some models read: (flag, attribute, default, the translators that read it).
+# Any other value for a translator that does not read it is refused, rather than silently ignored.
+UNUSED_OPTIONS = (
+    ("--conditional", "conditional", False, ()), ("--levels", "levels", None, ()), ("--ema", "ema", None, ()),
+    ("--amp", "amp", False, ()), ("--eval-every", "eval_every", None, ()), ("--lr-decay", "lr_decay", 1.0, ()),
+    ("--grad-clip", "grad_clip", 1.0, ()), ("--n-critic", "n_critic", 1, ()), ("--gp-weight", "gp_weight", None, ()),
+    ("--loss", "loss", "non_saturating", ("pix2pix",)), ("--l1-weight", "l1_weight", 100.0, ("pix2pix",)),
+    ("--dropout", "dropout", 0.0, ("pix2pix",)), ("--layers", "layers", 6, ("cyclegan",)),
+    ("--cycle-weight", "cycle_weight", 10.0, ("cyclegan",)),
+    ("--identity-weight", "identity_weight", 0.5, ("cyclegan",)),
+)
 DATA_KINDS = {"pix2pix": ("pairs", "edges-digits"), "cyclegan": ("unpaired", "inverted-digits")}
 
 
@@ -16,10 +27,8 @@ def translation_datasets(args: argparse.Namespace):
     a pairs folder's val/ when it has one, otherwise none."""
     from fastgen.data import load
 
-    for flag, given in (("--conditional", args.conditional), ("--levels", args.levels is not None),
-                        ("--ema", args.ema is not None), ("--amp", args.amp),
-                        ("--eval-every", args.eval_every is not None)):
-        if given:
+    for flag, attr, default, users in UNUSED_OPTIONS:
+        if args.model not in users and getattr(args, attr) != default:
             raise ValueError(f"{flag} does not apply to {args.model}")
     kind = args.data.partition(":")[0]
     if kind not in DATA_KINDS[args.model]:
@@ -29,7 +38,8 @@ def translation_datasets(args: argparse.Namespace):
     val = None
     if kind.endswith("digits"):
         val = load(args.data, "val")
-    elif kind == "pairs" and os.path.isdir(os.path.join(args.data.partition(":")[2], "val")):
+    elif kind == "pairs" and any(os.path.isdir(os.path.join(args.data.partition(":")[2], *parts, "val"))
+                                 for parts in ((), ("A",))):
         val = load(args.data, "val")
     return train, val
 
@@ -110,7 +120,15 @@ def translate(args: argparse.Namespace) -> int:
     if args.direction == "backward" and not isinstance(model, CycleGAN):
         raise ValueError("--direction backward: only a CycleGAN translates both ways (pix2pix maps source -> target)")
     forward = args.direction == "forward"
+    if os.path.isdir(args.input) and os.path.realpath(args.input) == os.path.realpath(args.output):
+        raise ValueError(f"-o/--output {args.output} is the --input directory: the translations would replace the "
+                         "images; choose another directory")
     names, images = _input_images(args.input, model.source_shape if forward else model.target_shape)
+    stems = [os.path.splitext(n)[0] for n in names]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"--input {args.input}: {', '.join(n for n in names if os.path.splitext(n)[0] in clash)} "
+                         "would all be written to the same PNG; rename them")
     if model.levels != 256:
         images = (images.long() * (model.levels - 1) + 127) // 255  # 8-bit files onto the model's levels
     out = model.translate(images.long(), args.direction, batch_size=args.batch_size)

@@ -1,11 +1,13 @@
 """Fuzzing the fastgen command line with bad command lines.
 
-For every subcommand (train, sample, eval, convert, demo, info, bench, and the bare ``fastgen``)
-the fuzzer starts from a valid, tiny command line and mutates it: bad numbers (negative, zero, NaN,
-infinities, huge, not numbers), missing or wrong paths, directories where files belong, damaged
-checkpoints, config.json and safetensors files, bad data specs and data files, damaged
-PixelCNN++ weights of the reference codes (a torch .pth, a TensorFlow checkpoint), bad
-``train --config`` files (TOML and run configs), unknown flags, empty strings. Each case runs
+For every subcommand (train, sample, eval, convert, translate, demo, info, bench, and the bare
+``fastgen``) the fuzzer starts from a valid, tiny command line and mutates it: bad numbers (negative,
+zero, NaN, infinities, huge, not numbers), missing or wrong paths, directories where files belong,
+damaged checkpoints, config.json and safetensors files, checkpoints of the wrong kind of model (a
+pix2pix run for sample, a VAE for translate), bad data specs and data files (pix2pix pairs and
+CycleGAN domain folders among them), images that cannot be translated, damaged PixelCNN++ weights
+of the reference codes (a torch .pth, a TensorFlow checkpoint), bad ``train --config`` files (TOML
+and run configs), unknown flags, empty strings. Each case runs
 through ``fastgen.cli.main`` inside a worker process, with its stdout and stderr (file
 descriptors 1 and 2, so a subprocess's output too) captured.
 
@@ -41,7 +43,9 @@ import traceback
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ("train", "sample", "eval", "convert", "demo", "info", "bench", "fastgen")
+GROUPS = ("train", "sample", "eval", "convert", "translate", "demo", "info", "bench", "fastgen")
+TRANSLATORS = ("pix2pix", "cyclegan")
+FLOATS_BAD = ["-1", "-0.5", "nan", "inf", "-inf", "1e309", "x", "", "0x1p3"]  # for options that take floats >= 0
 NUMBERS_BAD = ["0", "-1", "-7", "nan", "inf", "-inf", "1e309", "x", "", " ", "1.5", "0x10", "1e9", "--", "٣"]
 HUGE = ["99999999999999999999", str(2**63), str(2**64 + 1)]
 EVIL_MARK = "this must never run"  # printed by a pickle that was unpickled without weights_only
@@ -178,8 +182,9 @@ class Worker:
 
 # -- the files the cases point at -----------------------------------------------------------------------------
 class Workspace:
-    """Tiny trained runs, damaged copies of them, data files good and bad, and paths of every
-    kind, under one temporary directory."""
+    """Tiny trained runs (of the generative models, and of pix2pix and CycleGAN), damaged copies of
+    them, data files good and bad (pix2pix pairs and CycleGAN domains among them), images to
+    translate, and paths of every kind, under one temporary directory."""
 
     def __init__(self, root: str, worker: Worker):
         self.root = root
@@ -242,6 +247,7 @@ class Workspace:
         Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8)).save(self._path("files/small.png"))
         self._mnist(rng)
         self._cifar(rng)
+        self._translation_data(rng)
 
     def _mnist(self, rng) -> None:
         import numpy as np
@@ -290,6 +296,75 @@ class Workspace:
                 content = {b"data": Evil()} if data is None else {b"data": data, b"labels": [0, 1, 2]}
                 open(os.path.join(directory, batch), "wb").write(pickle.dumps(content, protocol=2))
 
+    def _translation_data(self, rng) -> None:
+        """pix2pix pair folders (pairs/*) and CycleGAN domain folders (unpaired/*), good (tiny: 8x8
+        images, one training step) and bad, and the images ``translate`` reads (inputs/*, files/*)."""
+        import numpy as np
+        from PIL import Image
+
+        def folder(name: str, files: dict[str, tuple | bytes]) -> None:
+            """A folder of images of these (H, W) or (H, W, C) shapes, or of these raw bytes; a name
+            ending in / is an empty directory."""
+            root = self._path(name)
+            os.makedirs(root, exist_ok=True)
+            for relative, content in files.items():
+                path = os.path.join(root, relative)
+                os.makedirs(path if relative.endswith("/") else os.path.dirname(path), exist_ok=True)
+                if relative.endswith("/"):
+                    continue
+                if isinstance(content, bytes):
+                    open(path, "wb").write(content)
+                else:
+                    image = Image.fromarray(rng.integers(0, 256, content, dtype=np.uint8))
+                    image.save(path, format="JPEG" if relative.lower().endswith(".jpg") else "PNG")
+
+        rgb, grey, junk = (8, 8, 3), (8, 8), b"\x89PNG not really"
+        good = {  # the only ones valid cases train on: a step or two on 8x8 (or 12x12) images
+            "pairs/side-by-side": {"train/0.png": (8, 16, 3), "train/1.png": (8, 16), "val/0.png": (8, 16, 3)},
+            "pairs/a-b": {"A/train/0.png": grey, "A/train/1.png": rgb, "B/train/0.png": rgb, "B/train/1.png": grey},
+            "unpaired/good": {"trainA/0.png": rgb, "trainA/1.png": grey, "trainA/2.png": rgb, "trainB/0.png": rgb},
+            "unpaired/size-12": {"trainA/0.png": (12, 12), "trainB/0.png": (12, 12, 3)},
+        }
+        bad = {
+            "pairs/odd-width": {"train/0.png": (8, 15, 3)},
+            "pairs/both-layouts": {"train/0.png": (8, 16), "A/train/0.png": grey, "B/train/0.png": grey},
+            "pairs/names-differ": {"A/train/0.png": grey, "B/train/1.png": grey},
+            "pairs/only-a": {"A/train/0.png": grey},
+            "pairs/sizes": {"train/0.png": (8, 16), "train/1.png": (16, 32)},
+            "pairs/a-b-sizes": {"A/train/0.png": grey, "B/train/0.png": (16, 16)},
+            "pairs/not-square": {"train/0.png": (8, 32)},
+            "pairs/size-12": {"train/0.png": (12, 24)},  # the U-Net halves the size down to 1x1: powers of two
+            "pairs/size-4": {"train/0.png": (4, 8)},
+            "pairs/empty-train": {"train/": b""},
+            "pairs/empty-val": {"train/0.png": (8, 16), "val/": b""},
+            "pairs/bad-val": {"train/0.png": (8, 16), "val/0.png": (8, 15)},
+            "pairs/broken": {"train/0.png": junk},
+            "pairs/test-only": {"test/0.png": (8, 16)},
+            "unpaired/empty-b": {"trainA/0.png": rgb, "trainB/": b""},
+            "unpaired/no-b": {"trainA/0.png": rgb},
+            "unpaired/sizes": {"trainA/0.png": rgb, "trainB/0.png": (12, 12, 3)},
+            "unpaired/mixed-sizes": {"trainA/0.png": rgb, "trainA/1.png": (12, 12, 3), "trainB/0.png": rgb},
+            "unpaired/not-square": {"trainA/0.png": (8, 12), "trainB/0.png": (8, 12)},
+            "unpaired/size-10": {"trainA/0.png": (10, 10), "trainB/0.png": (10, 10)},  # the generators halve it twice
+            "unpaired/broken": {"trainA/0.png": rgb, "trainB/0.png": junk},
+            "unpaired/flat": {"0.png": rgb},  # images, but not in trainA/ and trainB/
+            # images translate reads: a folder of good ones of every kind (sizes, modes, JPEG, upper-case suffix;
+            # a directory and a text file that are not images beside them), and folders it must refuse
+            "inputs/good": {"a.png": (32, 32), "b.png": (20, 12, 3), "c.jpg": rgb, "D.PNG": (16, 16, 4),
+                            "e.png": (1, 300), "sub.png/": b"", "notes.txt": b"not an image\n"},
+            "inputs/broken": {"a.png": grey, "b.png": junk},
+            "inputs/zero-bytes": {"a.png": b""},
+            "inputs/only-dirs": {"x.png/": b""},
+            "outputs/clash": {"a.png/": b"", "e.png/": b""},  # directories where translations of inputs/good go
+        }
+        for name, files in {**good, **bad}.items():
+            folder(name, files)
+        self.translation_folders = {"good": sorted(good), "bad": sorted(bad)}
+        # single files that decode, but not as 8-bit images: a float and a 32-bit integer image (TIFF named .png)
+        Image.fromarray(rng.random((8, 8), dtype=np.float32)).save(self._path("files/float.png"), format="TIFF")
+        Image.fromarray(rng.integers(0, 2**31, (8, 8), dtype=np.int32)).save(self._path("files/int32.png"),
+                                                                             format="TIFF")
+
     # runs ---------------------------------------------------------------------------------------------
     RUNS = {
         "pixelcnn": ["train", "pixelcnn", "--data", "digits", "--conditional", "--hidden", "8", "--layers", "1",
@@ -299,9 +374,18 @@ class Workspace:
                 "0.9"],
         "dcgan": ["train", "dcgan", "--data", "digits", "--conditional", "--hidden", "8", "--latent-dim", "2"],
     }
+    # The image-to-image runs, apart: only translate takes them (sample and eval must refuse them). A grey 32x32
+    # pix2pix (edges-digits: 5 steps, about 3 s) and an RGB 8x8 CycleGAN ("@unpaired/good", the workspace's folder of
+    # 8x8 images: one step, well under a second; inverted-digits would take about 5 s).
+    TRANSLATOR_RUNS = {
+        "pix2pix": ["train", "pix2pix", "--data", "edges-digits", "--hidden", "4", "--dropout", "0.1"],
+        "cyclegan": ["train", "cyclegan", "--data", "@unpaired/good", "--hidden", "4", "--layers", "1",
+                     "--pool-size", "4"],
+    }
 
     def _runs(self, worker: Worker) -> None:
-        for name, argv in self.RUNS.items():
+        for name, argv in {**self.RUNS, **self.TRANSLATOR_RUNS}.items():
+            argv = [f"unpaired:{self.paths[a[1:]]}" if a.startswith("@") else a for a in argv]
             out = self._path(f"runs/{name}")
             result = worker.run("setup", [*argv, "--epochs", "1", "--batch-size", "256", "--grid-samples", "0",
                                           "--quiet", "--out", out])
@@ -372,6 +456,51 @@ class Workspace:
         path = self._damaged("truncated-weights", os.path.join(self.paths["runs/pixelcnn"], "last"))
         data = open(os.path.join(path, "model.safetensors"), "rb").read()
         open(os.path.join(path, "model.safetensors"), "wb").write(data[:-100])
+        self._damaged_translators()
+
+    def _damaged_translators(self) -> None:
+        """Damaged copies of the pix2pix and CycleGAN checkpoints (damaged/pix2pix-*, damaged/cyclegan-*:
+        configs that do not fit the weights, or no model at all), and a valid variant
+        (variants/pix2pix-levels-2: the same weights read as 2-level images)."""
+        edits = {
+            "pix2pix": {
+                "size-12": lambda c: c["model_config"].update(image_size=12),  # not a power of two
+                "size-16": lambda c: c["model_config"].update(image_size=16),  # a shallower U-Net
+                "size-huge": lambda c: c["model_config"].update(image_size=2**20),
+                "patch-layers-8": lambda c: c["model_config"].update(patch_layers=8),
+                "patch-layers-zero": lambda c: c["model_config"].update(patch_layers=0),
+                "channels-3": lambda c: c["model_config"].update(source_channels=3),
+                "channels-2": lambda c: c["model_config"].update(target_channels=2),
+                "width-huge": lambda c: c["model_config"].update(width=10**9),
+                "loss-wasserstein": lambda c: c["model_config"].update(loss="wasserstein"),
+                "dropout-one": lambda c: c["model_config"].update(dropout=1.0),
+                "l1-negative": lambda c: c["model_config"].update(l1_weight=-1),
+                "as-cyclegan": lambda c: c.update(model_type="CycleGAN"),
+                "blocks": lambda c: c["model_config"].update(blocks=2),
+            },
+            "cyclegan": {
+                "blocks-huge": lambda c: c["model_config"].update(blocks=10**6),
+                "blocks-zero": lambda c: c["model_config"].update(blocks=0),
+                "identity-negative": lambda c: c["model_config"].update(identity_weight=-1),
+                "identity-channels": lambda c: c["model_config"].update(target_channels=1),
+                "size-10": lambda c: c["model_config"].update(image_size=10),
+                "levels-one": lambda c: c["model_config"].update(levels=1),
+                "as-pix2pix": lambda c: c.update(model_type="Pix2Pix"),
+                "config-null": lambda c: c.update(model_config=None),
+            },
+        }
+        for run, run_edits in edits.items():
+            base = os.path.join(self.paths[f"runs/{run}"], "last")
+            for name, edit in run_edits.items():
+                config_file = os.path.join(self._damaged(f"{run}-{name}", base), "config.json")
+                config = json.load(open(config_file))
+                edit(config)
+                open(config_file, "w").write(json.dumps(config))
+        config_file = os.path.join(self._path("variants/pix2pix-levels-2/last"), "config.json")
+        shutil.copytree(os.path.join(self.paths["runs/pix2pix"], "last"), os.path.dirname(config_file))
+        config = json.load(open(config_file))
+        config["model_config"]["levels"] = 2
+        open(config_file, "w").write(json.dumps(config))
 
     def _damaged(self, name: str, source: str) -> str:
         """damaged/<name>/last: a copy of the checkpoint ``source``, to be damaged."""
@@ -554,10 +683,69 @@ class Workspace:
 
     # pools --------------------------------------------------------------------------------------------
     def runs(self) -> list[str]:
+        """The generative models' runs (not the translators')."""
         return [self.paths[f"runs/{name}"] for name in self.RUNS]
 
+    def translator_runs(self) -> list[str]:
+        return [self.paths[f"runs/{name}"] for name in self.TRANSLATOR_RUNS]
+
+    def translator_checkpoints(self) -> list[str]:
+        """What translate takes: the pix2pix and CycleGAN runs, their last/ checkpoints, a valid variant."""
+        runs = self.translator_runs()
+        return runs + [os.path.join(r, "last") for r in runs] + [self.paths["variants/pix2pix-levels-2/last"]]
+
+    def translation_data(self, model: str | None = None) -> list[str]:
+        """--data that ``model`` (pix2pix or cyclegan; None: both) trains on."""
+        p, folders = self.paths, self.translation_folders["good"]
+        specs = {"pix2pix": ["edges-digits"] + [f"pairs:{p[k]}" for k in folders if k.startswith("pairs/")],
+                 "cyclegan": ["inverted-digits"] + [f"unpaired:{p[k]}" for k in folders if k.startswith("unpaired/")]}
+        return specs[model] if model else specs["pix2pix"] + specs["cyclegan"]
+
+    def bad_translation_data(self) -> list[str]:
+        """--data that neither translator trains on: bad pair and domain folders, paths that are no such folders,
+        and, for each model, the other's data (given to every translator case, so it may be the other's)."""
+        p = self.paths
+        folders = [f"{k.split('/')[0]}:{p[k]}" for k in self.translation_folders["bad"]
+                   if k.startswith(("pairs/", "unpaired/"))]
+        return folders + [
+            f"pairs:{p['dirs/empty']}", f"pairs:{p['files/text.txt']}", f"pairs:{os.path.join(self.root, 'missing')}",
+            f"unpaired:{p['dirs/empty']}", f"unpaired:{p['files/text.txt']}", f"unpaired:{p['folder/good']}",
+            f"pairs:{p['unpaired/good']}", f"unpaired:{p['pairs/a-b']}", f"pairs:{p['folder/good']}",
+            "pairs:", "unpaired:", "edges-digits:x", "inverted-digits:", "EDGES-DIGITS", "edges_digits", "pairs",
+            f"folder:{p['inputs/good']}"]
+
+    def good_inputs(self) -> list[str]:
+        """What translate reads: folders of images of any size and mode, single images (PNG, JPEG, tiny, 16-bit)."""
+        p = self.paths
+        return [p["inputs/good"], p["folder/good/a"], p["folder/sixteen-bit"], p["files/partial.png"],
+                p["files/small.png"], os.path.join(p["inputs/good"], "c.jpg"), os.path.join(p["inputs/good"], "D.PNG"),
+                os.path.join(p["inputs/good"], "e.png")]
+
+    def bad_inputs(self) -> list[str]:
+        p = self.paths
+        return [p["inputs/broken"], p["inputs/zero-bytes"], p["inputs/only-dirs"], p["files/float.png"],
+                p["files/int32.png"], p["files/text.txt"], p["files/empty"], p["dirs/empty"], p["folder/good"],
+                os.path.join(p["folder/bad-image"], "a"), p["npz/good.npz"], p["runs/vae"], os.path.join(p["runs/pix2pix"], "last"),
+                os.path.join(self.root, "missing.png"), os.path.join(self.root, "missing"), "",
+                os.path.join(p["files/text.txt"], "x.png"), os.path.join(p["inputs/zero-bytes"], "a.png"),
+                os.path.join(p["inputs/broken"], "b.png"), os.path.join(p["inputs/only-dirs"], "x.png")]
+
+    def translate_outputs(self) -> list[str]:
+        """Where translate must refuse to write (a file, a path under a file), or may (directories: the cases
+        get copies of those, see ``translate_writable_outputs``)."""
+        p = self.paths
+        return [p["files/text.txt"], os.path.join(p["files/text.txt"], "out"), p["files/partial.png"],
+                os.path.join(p["files/text.txt"], "deeper", "out"), "", os.path.join(p["files/empty"], "x.png"),
+                *self.translate_writable_outputs()]
+
+    def translate_writable_outputs(self) -> list[str]:
+        """Existing directories translate may write into (an empty one, images to be replaced, a run), or not
+        (outputs/clash: directories named like the translated images): cases get copies."""
+        p = self.paths
+        return [p["dirs/empty"], p["inputs/good"], p["runs/pix2pix"], p["folder/good"], p["outputs/clash"]]
+
     def damaged_runs(self) -> list[str]:
-        """Run directories whose last/ checkpoint is damaged."""
+        """Run directories whose last/ checkpoint is damaged (pix2pix and CycleGAN ones among them)."""
         return sorted(os.path.dirname(p) for k, p in self.paths.items() if k.startswith("damaged/"))
 
     def bad_checkpoints(self) -> list[str]:
@@ -618,7 +806,7 @@ class Workspace:
         return sorted(p for k, p in self.paths.items() if k.startswith("configs/good-")) + self.run_configs()
 
     def run_configs(self) -> list[str]:
-        return [os.path.join(run, "config.json") for run in self.runs()]
+        return [os.path.join(run, "config.json") for run in self.runs() + self.translator_runs()]
 
     def bad_configs(self) -> list[str]:
         p = self.paths
@@ -680,12 +868,22 @@ class Cases:
         return [argv[0], argv[i + 1], *argv[2:i], *argv[i + 2:]] if i + 1 < len(argv) else argv[:i]
 
     # option tables: name -> (bad values, tiny valid values)
-    def train_options(self, configs: list[str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
-        """``configs``: the valid --config files (default: those the base command line overrides)."""
+    def train_options(self, configs: list[str] | None = None,
+                      model: str | None = None) -> dict[str, tuple[list[str], list[str]]]:
+        """``configs``: the valid --config files (default: those the base command line overrides);
+        ``model``: the model of the command line (None: it comes from a --config file), for its --data."""
         ws = self.ws
-        return {
+        if model is None:  # any data may fit the config's model
+            data = (ws.bad_data() + ws.bad_translation_data(), ws.good_data() + ws.translation_data())
+        elif model in TRANSLATORS:  # the other translator's data, and the generative models', are bad here
+            other = TRANSLATORS[1 - TRANSLATORS.index(model)]
+            data = (ws.bad_translation_data() + ws.translation_data(other)[:2] + ws.good_data()[:4],
+                    ws.translation_data(model))
+        else:  # pairs and domains are no data for a generative model
+            data = (ws.bad_data() + ws.translation_data(), ws.good_data())
+        options = {
             "--config": (ws.bad_configs(), ws.good_configs() if configs is None else configs),
-            "--data": (ws.bad_data(), ws.good_data()),
+            "--data": data,
             "--levels": (["1", "0", "-2", "70000", "2.5", "nan", "x", "", "40"], ["2", "4"]),
             "--val-fraction": (["1", "1.5", "-0.1", "nan", "inf", "x", "", "0.99999"], ["0", "0.2"]),
             "--hidden": (["0", "-1", "5000", "1e9", "x", "nan", ""] + HUGE, ["4", "8"]),
@@ -704,6 +902,12 @@ class Cases:
             "--n-critic": (["0", "-1", "x", "nan"], ["1", "2"]),
             "--gp-weight": (["0", "-1", "inf", "nan", "x"], ["1"]),
             "--norm": (["group", ""], ["batch", "layer", "none"]),
+            "--l1-weight": (FLOATS_BAD, ["0", "100", "2.5"]),
+            "--cycle-weight": (FLOATS_BAD, ["0", "10"]),
+            "--identity-weight": (FLOATS_BAD, ["0", "0.5", "3"]),
+            "--patch-layers": (["0", "-1", "9", "x", "1.5", "nan", ""] + HUGE, ["1", "2", "3", "4", "8"]),
+            "--pool-size": (["-1", "x", "1.5", "nan", "", "inf"] + HUGE, ["0", "1", "50"]),
+            "--decay-from": (["-0.1", "1.5", "1.0001", "nan", "inf", "x", ""], ["0", "0.5", "1"]),
             "--epochs": (["0", "-1", "x", "1.5", "nan", "", "1e9"] + HUGE, ["1"]),
             "--batch-size": (["0", "-5", "x", "inf"] + HUGE, ["256", "128"]),
             "--lr": (["0", "-1", "inf", "-inf", "nan", "x", "1e309", ""], ["1e-3", "1e6"]),  # 1e6 diverges
@@ -714,11 +918,23 @@ class Cases:
             "--grid-samples": (["-1", "101", "1e6", "x"] + HUGE, ["0", "1", "2"]),
             "--seed": (["-1", str(2**32), str(2**70), "x", "1.5"], ["0", "7"]),
             "--device": (self.devices(), ["cpu"]),
-            "--out": (ws.bad_outputs() + ws.runs(), [ws.fresh("train")]),
+            "--out": (ws.bad_outputs() + ws.runs() + ws.translator_runs(), [ws.fresh("train")]),
         }
+        if model in TRANSLATORS:  # only the options a translator reads, or refuses (--levels, --ema, --eval-every)
+            options["--eval-every"] = (["0", "-1", "x", "1.5"], ["1"])  # too slow to score for the others
+            return {n: v for n, v in options.items() if n in self.TRANSLATOR_OPTIONS}
+        return options
+
+    # what pix2pix and cyclegan read: their own knobs, then the common options and those they refuse; the
+    # generative models' own options (--nr-mix, --beta, --prior, ...) are left to the other cases
+    TRANSLATOR_KNOBS = ("--l1-weight", "--cycle-weight", "--identity-weight", "--patch-layers", "--pool-size",
+                        "--decay-from", "--dropout", "--loss", "--hidden", "--layers", "--batch-size", "--grid-samples",
+                        "--checkpoint-every", "--seed")
+    TRANSLATOR_OPTIONS = TRANSLATOR_KNOBS + ("--config", "--data", "--epochs", "--lr", "--device", "--out", "--levels",
+                                             "--ema", "--eval-every", "--val-fraction", "--kernel-size")
 
     DEEP = ("--data", "--out", "checkpoint", "weights", "-o", "--partial", "--device", "--lr",
-            "--config")  # refused past the parser
+            "--config", "--input", "--direction")  # refused past the parser
 
     def apply(self, argv: list[str], options: dict, *, bad: bool) -> list[str]:
         """Set one option (replacing it when present) to a bad or a valid value. Options that are
@@ -753,21 +969,32 @@ class Cases:
             argv = ["train", "--config", self.pick(configs), "--quiet", "--out", self.ws.fresh("train")]
             options = self.train_options(configs)
         else:
-            model = self.pick(["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan",
-                               "mlp-gan"])
-            argv = ["train", model, "--data", self.pick(self.ws.good_data()), "--epochs", "1", "--hidden", "8",
+            # pix2pix and CycleGAN (3 cases in 10) train on 32x32 bundled pairs at --hidden 4 (a few steps) or
+            # on the workspace's folders of 8x8 images (one step); the others on the data of good_data()
+            model = self.pick(list(TRANSLATORS)) if self.rng.random() < 0.3 else self.pick(
+                ["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan"])
+            translator = model in TRANSLATORS
+            data = self.ws.translation_data(model) if translator else self.ws.good_data()
+            argv = ["train", model, "--data", self.pick(data), "--epochs", "1", "--hidden", "4" if translator else "8",
                     "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size",
                     "256", "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
             if self.rng.random() < 0.1:
-                argv[1] = self.pick(["resnet", "", "PixelCNN", "gan"])
-            options = self.train_options()
+                argv[1] = self.pick(["resnet", "", "PixelCNN", "gan", "Pix2Pix", "cycle-gan"])
+            options = self.train_options(model=model)
+            if translator and argv[1] == model and self.rng.random() < 0.3:
+                # valid settings of the translators' own options only, so that they train (a second or so), and
+                # the combinations that only fail while training (e.g. --patch-layers deeper than the image) run
+                knobs = {n: options[n] for n in self.TRANSLATOR_KNOBS}
+                for _ in range(self.rng.randrange(1, 4)):
+                    argv = self.apply(argv, knobs, bad=False)
+                return argv
         flags = ["--resume", "--overwrite", "--conditional", "--amp", "--weight-norm", "--supervised",
                  "--resume --overwrite"]
         argv = self.mutate(argv, options, [f for f in flags if " " not in f], bad_needed=False)
         if "--resume" in argv or "--overwrite" in argv:
             # Point the run at a copy of a trained (or damaged) run, so that the originals stay as they are.
             i = len(argv) - 1 - argv[::-1].index("--out") if "--out" in argv else None
-            target = self.pick(self.ws.runs() + self.ws.damaged_runs())
+            target = self.pick(self.ws.runs() + self.ws.translator_runs() + self.ws.damaged_runs())
             if i is not None and i + 1 < len(argv) and os.path.isdir(target):
                 argv[i + 1] = self.ws.copy_of(target)
         elif "--out" in argv:
@@ -784,7 +1011,7 @@ class Cases:
         ws = self.ws
         argv = ["sample", self.pick(ws.runs()), "-n", "4", "-o", os.path.join(ws.fresh("sample"), "grid.png")]
         options = {
-            "checkpoint": (ws.bad_checkpoints(), ws.runs()),
+            "checkpoint": (ws.bad_checkpoints() + ws.translator_checkpoints(), ws.runs()),
             "-n": (["0", "-1", "10001", "x", "nan", "1.5", ""] + HUGE, ["1", "3", "16"]),
             "-o": (ws.bad_outputs(), [os.path.join(ws.fresh("sample"), "g.png")]),
             "--class": (["-1", "10", "999", "x", "nan", ""] + HUGE, ["0", "3"]),
@@ -803,8 +1030,8 @@ class Cases:
         runs = [r for r in ws.runs() if "dcgan" not in r]
         argv = ["eval", self.pick(runs), "--data", "digits", "--k", "2"]
         options = {
-            "checkpoint": (ws.bad_checkpoints() + [ws.paths["runs/dcgan"]], runs),
-            "--data": (ws.bad_data() + ws.good_data()[2:], ["digits", "digits-binary"]),
+            "checkpoint": (ws.bad_checkpoints() + [ws.paths["runs/dcgan"]] + ws.translator_checkpoints(), runs),
+            "--data": (ws.bad_data() + ws.good_data()[2:] + ws.translation_data(), ["digits", "digits-binary"]),
             "--split": (["validation", "", "TEST", "val"], ["train", "test"]),
             "--batch-size": (["0", "-1", "x", "nan"] + HUGE, ["1", "64"]),
             "--k": (["-1", "100001", "x", "nan", "1.5"] + HUGE, ["0", "1", "3"]),
@@ -844,6 +1071,43 @@ class Cases:
                 argv[i + 1] = ws.copy_of(argv[i + 1])
         return argv
 
+    def translate(self) -> list[str]:
+        ws = self.ws
+        argv = ["translate", self.pick(ws.translator_runs()), "--input", self.pick(ws.good_inputs()), "-o",
+                ws.fresh("translate")]
+        options = {  # --direction backward is valid for CycleGAN only: a pix2pix refuses it
+            "checkpoint": (ws.bad_checkpoints() + ws.runs() + [ws.paths["converted/pclucas14"], os.path.join(
+                ws.paths["runs/pix2pix"], "last", "model.safetensors")], ws.translator_checkpoints()),
+            "--input": (ws.bad_inputs(), ws.good_inputs()),
+            "-o": (ws.translate_outputs(), [ws.fresh("translate"), os.path.join(ws.fresh("translate"), "a", "b")]),
+            "--direction": (["", "both", "Forward", "back", "-1"], ["forward", "backward"]),
+            "--batch-size": (["0", "-1", "x", "nan", "1.5", "", "inf"] + HUGE, ["1", "3", "64"]),
+            "--device": (self.devices(), ["cpu"]),
+        }
+        if self.rng.random() < 0.1:  # a required argument left out
+            left_out = self.pick(["checkpoint", "--input", "-o"])
+            if left_out == "checkpoint":
+                argv = [argv[0], *argv[2:]]
+            else:
+                i = argv.index(left_out)
+                argv = argv[:i] + argv[i + 2:]
+        elif self.rng.random() < 0.25:  # valid changes only (cases are cheap: a translation of a few images)
+            for _ in range(self.rng.randrange(1, 4)):
+                argv = self.apply(argv, options, bad=False)
+            argv = self.positional(argv, "checkpoint")
+        else:
+            argv = self.positional(self.mutate(argv, options, [], bad_needed=False), "checkpoint")
+        if "-o" in argv:
+            i = len(argv) - 1 - argv[::-1].index("-o")
+            if i + 1 < len(argv) and argv[i + 1] in ws.translate_writable_outputs():
+                argv[i + 1] = ws.copy_of(argv[i + 1])  # an existing directory is written into: a copy
+            elif i + 1 < len(argv) and "--input" in argv and self.rng.random() < 0.1:
+                # the images of a folder translated into the folder itself (a copy), replacing them
+                j = argv.index("--input")
+                if j + 1 < len(argv) and os.path.isdir(argv[j + 1]) and argv[j + 1] in ws.good_inputs():
+                    argv[j + 1] = argv[i + 1] = ws.copy_of(argv[j + 1])
+        return argv
+
     def demo(self) -> list[str]:
         """Always refused before training: a valid demo trains the real demo model for 20 epochs."""
         ws = self.ws
@@ -852,7 +1116,7 @@ class Cases:
                    "--out": ([""], [])}
         argv = ["demo", "--quiet"]
         if self.rng.random() < 0.3:  # an --out that is refused at the start: a file, or another model's run
-            argv += ["--out", self.pick([ws.paths["files/text.txt"], *ws.runs(), os.path.join(
+            argv += ["--out", self.pick([ws.paths["files/text.txt"], *ws.runs(), *ws.translator_runs(), os.path.join(
                 ws.paths["files/text.txt"], "demo")])]
             if self.rng.random() < 0.5:
                 argv = self.apply(argv, options, bad=self.rng.random() < 0.5)
@@ -888,7 +1152,9 @@ class Cases:
         return self.pick([[], ["--bogus"], ["trian"], [""], ["--debug"], ["-x", "train"], ["train"], ["sample"],
                           ["eval"], ["train", "--help=x"], ["--debug", "--debug"], ["help"], ["-"], ["--"],
                           [self.pick(NUMBERS_BAD)], ["sample", "--debug"], ["--help"], ["train", "--help"],
-                          ["convert"], ["convert", "--help"], ["train", "--config"], ["convert", "--debug"]])
+                          ["convert"], ["convert", "--help"], ["train", "--config"], ["convert", "--debug"],
+                          ["translate"], ["translate", "--help"], ["translate", "--debug"], ["translate", "-o"],
+                          ["trans"], ["train", "pix2pix"], ["train", "cyclegan", "--help"]])
 
     def make(self, group: str) -> list[str]:
         return getattr(self, group)()

@@ -1,6 +1,8 @@
 """The command line under random bad command lines (tests/fuzz_cli.py): no tracebacks, no signals,
-no hangs, exit code 2 with one line for every user error. FASTGEN_FUZZ_CASES sets the cases per
-subcommand (a few in `make test`; `make fuzz` runs many)."""
+no hangs, exit code 2 with one line for every user error. The groups are train (pix2pix and
+cyclegan among its models), sample, eval, convert, translate, demo, info, bench and the bare
+``fastgen``; FASTGEN_FUZZ_CASES sets the cases per group (a few in `make test`; `make fuzz` runs
+many)."""
 from __future__ import annotations
 
 import os

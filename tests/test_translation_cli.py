@@ -58,6 +58,13 @@ def test_translate_a_folder_and_one_image(runs, tmp_path, direction):
     (["train", "cyclegan", "--data", "digits"], "cyclegan trains on 'unpaired:DIR' or 'inverted-digits' data"),
     (["train", "pix2pix", "--data", "edges-digits", "--amp"], "--amp does not apply to pix2pix"),
     (["train", "cyclegan", "--data", "inverted-digits", "--conditional"], "--conditional does not apply"),
+    (["train", "cyclegan", "--data", "inverted-digits", "--loss", "hinge"], "--loss does not apply to cyclegan"),
+    (["train", "pixelcnn", "--data", "edges-digits"], "--data edges-digits holds image pairs, for pix2pix"),
+    (["train", "vae", "--data", "inverted-digits"], "--data inverted-digits holds two domains of images"),
+    (["train", "pix2pix", "--data", "edges-digits", "--layers", "3"], "--layers does not apply to pix2pix"),
+    (["train", "pix2pix", "--data", "edges-digits", "--patch-layers", "4"], "patch_layers=4 leaves no patch"),
+    (["train", "cyclegan", "--data", "inverted-digits", "--hidden", "4096", "--layers", "256"],
+     "training it needs about"),
 ])
 def test_train_refusals(tmp_path, args, message):
     result = fastgen_cli(*args, "--out", str(tmp_path / "run"))
@@ -66,6 +73,8 @@ def test_train_refusals(tmp_path, args, message):
 
 def test_translate_refusals(runs, tmp_path):
     _write_pngs(tmp_path / "in", 1, 32)
+    _write_pngs(tmp_path / "clash", 1, 32)
+    Image.open(tmp_path / "clash" / "img0.png").convert("RGB").save(tmp_path / "clash" / "img0.jpg")
     (tmp_path / "file").write_text("x")
     cases = [
         (["translate", str(runs / "pix2pix"), "--input", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
@@ -76,6 +85,10 @@ def test_translate_refusals(runs, tmp_path):
          "no such file or directory"),
         (["translate", str(runs / "pix2pix"), "--input", str(tmp_path / "file"), "-o", str(tmp_path / "o")],
          "cannot be decoded"),
+        (["translate", str(runs / "pix2pix"), "--input", str(tmp_path / "in"), "-o", str(tmp_path / "in")],
+         "is the --input directory"),
+        (["translate", str(runs / "pix2pix"), "--input", str(tmp_path / "clash"), "-o", str(tmp_path / "o")],
+         "would all be written to the same PNG"),
     ]
     for args, message in cases:
         result = fastgen_cli(*args)

@@ -127,6 +127,9 @@ def test_cyclegan_without_identity_and_refusals():
         Pix2Pix(1, 1, 256, 16, loss="wasserstein")
     with pytest.raises(ValueError, match="direction"):
         Pix2Pix(1, 1, 256, 16, width=4).translate(_images(1), "backward")
+    with pytest.raises(ValueError, match=r"patch_layers=3 leaves no patch of 16x16 images to judge \(at most 2\)"):
+        CycleGAN(1, 1, 256, 16, patch_layers=3)
+    Pix2Pix(1, 1, 256, 16, width=4, patch_layers=2).discriminate(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16))
 
 
 def test_translate_checks_images_and_is_deterministic_in_eval_mode():
@@ -217,6 +220,25 @@ def test_trainer_refuses_the_wrong_data(tmp_path):
         TranslationTrainer(CycleGAN(1, 1, 256, 16, width=4, blocks=1), _paired(), str(tmp_path))
     with pytest.raises(ValueError, match=r"source images of shape \(1, 32, 32\)"):
         TranslationTrainer(Pix2Pix(1, 1, 256, 32, width=4), _paired(), str(tmp_path))
+    with pytest.raises(ValueError, match="pool_size=5: pix2pix's discriminator judges each translation"):
+        TranslationTrainer(Pix2Pix(1, 1, 256, 16, width=4), _paired(), str(tmp_path),
+                           TranslationTrainConfig(pool_size=5))
+
+
+def test_resume_applies_new_betas_and_refuses_other_domains(tmp_path):
+    cfg = dict(epochs=1, batch_size=8, progress=False, grid_samples=0)
+    TranslationTrainer(CycleGAN(1, 1, 256, 16, width=4, blocks=1), _unpaired(), str(tmp_path),
+                       TranslationTrainConfig(**cfg)).fit()
+    resumed = TranslationTrainer(CycleGAN(1, 1, 256, 16, width=4, blocks=1), _unpaired(), str(tmp_path),
+                                 TranslationTrainConfig(**cfg, betas=(0.9, 0.99)))
+    with pytest.warns(UserWarning, match="betas changes"):
+        resumed.resume()
+    assert all(g["betas"] == (0.9, 0.99) for opt in (resumed.opt_g, resumed.opt_d) for g in opt.param_groups)
+    fewer = _unpaired()
+    fewer = UnpairedDataset(fewer.a, fewer.b.subset(torch.arange(12)), "fewer")
+    with pytest.raises(ValueError, match=r"domains of \[20, 16\] images, this data has \[20, 12\]"):
+        TranslationTrainer(CycleGAN(1, 1, 256, 16, width=4, blocks=1), fewer, str(tmp_path),
+                           TranslationTrainConfig(**cfg)).resume()
 
 
 @pytest.mark.parametrize("kind", ["pix2pix", "cyclegan"])
@@ -229,7 +251,8 @@ def test_resume_is_exact(tmp_path, kind):
             return Pix2Pix(1, 1, 256, 16, width=4), _paired()
         return CycleGAN(1, 1, 256, 16, width=4, blocks=1), _unpaired()
 
-    cfg = dict(epochs=2, batch_size=8, progress=False, grid_samples=0, pool_size=6, checkpoint_every=2)
+    cfg = dict(epochs=2, batch_size=8, progress=False, grid_samples=0, checkpoint_every=2,
+               pool_size=0 if kind == "pix2pix" else 6)
     model, data = make()
     TranslationTrainer(model, data, str(tmp_path / "whole"), TranslationTrainConfig(**cfg)).fit()
     model, data = make()

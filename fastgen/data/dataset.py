@@ -38,6 +38,8 @@ class ImageDataset(torch.utils.data.Dataset):
             got = (f"{self.images.dtype} {tuple(self.images.shape)}" if isinstance(self.images, torch.Tensor)
                    else type(self.images).__name__)
             raise ValueError(f"{self.name}: images must be an integer (N, C, H, W) tensor, got {got}")
+        if self.classes is None:  # "no class names", as the default
+            self.classes = []
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
             raise ValueError(f"{self.name}: levels must be an integer >= 2, got {self.levels!r}")
         if self.images.numel():

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models.translation import ImageTranslator, PatchDiscriminator, default_patch_layers, init_weights
+from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_patch_layers,
+                                        default_patch_layers, init_weights)
 from fastgen.nn import InstanceNormAct
 from fastgen.ops import gan_loss
 
@@ -104,6 +105,7 @@ class CycleGAN(ImageTranslator):
                              f"equal channel counts (source_channels={source_channels}, target_channels="
                              f"{target_channels}); pass identity_weight=0")
         patch_layers = default_patch_layers(image_size) if patch_layers is None else patch_layers
+        check_patch_layers(patch_layers, image_size)
         self._config = dict(source_channels=source_channels, target_channels=target_channels, levels=levels,
                             image_size=image_size, width=width, blocks=blocks, patch_layers=patch_layers,
                             cycle_weight=float(cycle_weight), identity_weight=float(identity_weight))

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models.translation import ImageTranslator, PatchDiscriminator, default_patch_layers, init_weights
+from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_patch_layers,
+                                        default_patch_layers, init_weights)
 from fastgen.nn import InstanceNormAct
 from fastgen.ops import gan_loss
 from fastgen.reference.gan_loss import KINDS
@@ -81,7 +82,8 @@ class Pix2Pix(ImageTranslator):
         patch_layers: the PatchGAN's strided layers (receptive field 16, 34, 70 for 1, 2, 3);
             default: the largest whose patch is at most half the image.
         l1_weight: lambda, the weight of the L1 term (100 in the paper).
-        loss: the ``gan_loss`` kind of the adversarial terms.
+        loss: the ``gan_loss`` kind of the adversarial terms (``"lsgan"``'s generator term is
+            (1/2) E (D - 1)^2, half the MSE of pix2pix's code, so L1 weighs relatively twice as much).
         dropout: the decoder's dropout probability (0 turns the noise off).
     """
 
@@ -98,6 +100,7 @@ class Pix2Pix(ImageTranslator):
         if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         patch_layers = default_patch_layers(image_size) if patch_layers is None else patch_layers
+        check_patch_layers(patch_layers, image_size)
         self._config = dict(source_channels=source_channels, target_channels=target_channels, levels=levels,
                             image_size=image_size, width=width, patch_layers=patch_layers, l1_weight=float(l1_weight),
                             loss=loss, dropout=float(dropout))

@@ -27,6 +27,17 @@ def patch_receptive_field(layers: int) -> int:
     return field
 
 
+def check_patch_layers(layers: object, image_size: int) -> None:
+    """The PatchGAN's strided layers must leave at least one output patch: each halves the image,
+    and the two stride-1 4x4 layers after them take one pixel each."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"patch_layers must be a positive integer, got {layers!r}")
+    if image_size // 2 ** layers - 2 < 1:
+        most = max(k for k in range(1, 32) if image_size // 2 ** k - 2 >= 1)  # image_size >= 8: at least 1
+        raise ValueError(f"patch_layers={layers} leaves no patch of {image_size}x{image_size} images to judge "
+                         f"(at most {most})")
+
+
 def default_patch_layers(image_size: int) -> int:
     """The most strided layers whose patch is at most half the image (at least one): 1 at 32x32, 3 at 256x256."""
     layers = 1

@@ -11,7 +11,8 @@ for the first ``decay_from`` of the steps and then falls linearly to zero (Cycle
 An epoch is ceil(max domain size / batch_size) steps; each domain's images come in the order of a
 permutation drawn from (seed, epoch, domain) alone, read cyclically, so a shorter domain (or the
 last batch of pairs) wraps around to its first images. Checkpoints hold the networks, both
-optimisers, the global RNG and the pools, so a resumed run continues exactly; ``fit`` refuses to
+optimisers, the global CPU RNG and the pools, so a resumed run continues exactly on the CPU (on a
+GPU, pix2pix's dropout draws from the CUDA generator, which is not saved yet); ``fit`` refuses to
 start afresh in a directory that holds a run, and a non-finite loss, gradient norm or weight stops
 the run (TrainingDiverged) before it touches a checkpoint.
 """
@@ -39,7 +40,6 @@ from fastgen.train.run_loop import RunLoop
 from fastgen.train.trainer import (MAX_GRID_SAMPLES, TrainingDiverged, diverged, float_list, resumed_config_changes, training_counters,
                                    warn_changes)
 
-DEFAULT_POOL = {"Pix2Pix": 0, "CycleGAN": 50}
 
 
 @dataclass
@@ -54,7 +54,8 @@ class TranslationTrainConfig:
         betas: Adam's betas, each in [0, 1).
         decay_from: the fraction of the steps after which the learning rate falls linearly to 0
             (0.5 in CycleGAN; 1.0 keeps it constant).
-        pool_size: generated images kept per discriminator (None: 50 for CycleGAN, 0 for pix2pix).
+        pool_size: generated images kept per discriminator (None: 50 for CycleGAN, 0 for pix2pix;
+            pix2pix takes none, since its discriminator judges a translation with its own source).
         seed: seeds the batch order and the global RNG (dropout, the pool's draws).
         checkpoint_every: also write ``last`` every this many steps (None: at epoch ends only).
         grid_samples: rows of the per-epoch grid (input | output | target); 0: no grids.
@@ -173,7 +174,10 @@ class TranslationTrainer(RunLoop):
         params = lambda nets: list(itertools.chain.from_iterable(n.parameters() for n in nets))  # noqa: E731
         self.opt_g = torch.optim.Adam(params(model.generators), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(params(model.discriminators), lr=cfg.lr, betas=cfg.betas)
-        pool_size = DEFAULT_POOL[type(model).__name__] if cfg.pool_size is None else cfg.pool_size
+        if self.paired and cfg.pool_size:
+            raise ValueError(f"pool_size={cfg.pool_size}: pix2pix's discriminator judges each translation next to its "
+                             "own source, which a pool of past translations would pair with other sources; use 0")
+        pool_size = (0 if self.paired else 50) if cfg.pool_size is None else cfg.pool_size
         self.pools = [ImagePool(pool_size) for _ in range(1 if self.paired else 2)]
         self.steps_per_epoch = math.ceil(max(len(d) for d in self.domains) / cfg.batch_size)
         self.history = TranslationHistory()
@@ -219,7 +223,8 @@ class TranslationTrainer(RunLoop):
             training={"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": torch.get_rng_state(),
                       "pools": [pool.state_dict() for pool in self.pools]},
             meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                  "train_images": max(len(d) for d in self.domains), "epoch_losses": self.epoch_losses,
+                  "train_images": max(len(d) for d in self.domains), "domain_sizes": [len(d) for d in self.domains],
+                  "epoch_losses": self.epoch_losses,
                   "history": asdict(self.history), "train_config": asdict(self.config)},
         )
         if path is None or path == self.last_path:
@@ -232,10 +237,14 @@ class TranslationTrainer(RunLoop):
                                             required=("opt_g", "opt_d", "rng", "pools"))
         file, meta = os.path.join(checkpoint.path, "config.json"), checkpoint.config
         changes = resumed_config_changes(checkpoint.path, meta.get("train_config"), self.config,
-                                         fixed=("batch_size", "seed", "pool_size", "epochs"),
+                                         fixed=("batch_size", "seed", "epochs"),
                                          noted=("lr", "betas", "decay_from"))
         epoch, step_in_epoch, step = training_counters(checkpoint, self.steps_per_epoch,
                                                        max(len(d) for d in self.domains))
+        sizes = [len(d) for d in self.domains]
+        if meta.get("domain_sizes", sizes) != sizes:
+            raise CheckpointError(f"{checkpoint.path}: the run was trained on domains of {meta['domain_sizes']} images, "
+                                  f"this data has {sizes}; resume it with its own data")
         losses = meta.get("epoch_losses")
         if not isinstance(losses, dict):
             raise CheckpointError(f"{file}: \"epoch_losses\" must map loss names to lists")
@@ -252,6 +261,9 @@ class TranslationTrainer(RunLoop):
                 pool.to(self.device)
         except ValueError as e:
             raise CheckpointError(f"{checkpoint.path}: {e}") from None
+        for optimizer in (self.opt_g, self.opt_d):
+            for group in optimizer.param_groups:  # the new betas when they changed (lr is set every step)
+                group["betas"] = self.config.betas
         apply_resume(checkpoint, training, self.model)
         self.epoch, self.step_in_epoch, self.step = epoch, step_in_epoch, step
         self.epoch_losses, self.history, self.saved_step = epoch_losses, history, step
