@@ -24,10 +24,12 @@ QUICK = [(2, 3, 5, 7, "relu"), (1, 4, 6, 6, "leaky_relu")]
 EPS, SLOPE = 1e-5, 0.2
 
 
-def eager_instance_norm_act(x, weight, bias, *, act):
+def eager_instance_norm_act(x, weight, bias, *, act, eps=EPS, negative_slope=SLOPE):
     """The unfused form: torch's instance_norm, then the activation (the reference provider)."""
-    y = F.instance_norm(x, weight=weight, bias=bias, eps=EPS)
-    return F.relu(y) if act == "relu" else F.leaky_relu(y, SLOPE)
+    y = F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    if act == "relu":
+        return F.relu(y)
+    return F.leaky_relu(y, negative_slope) if act == "leaky_relu" else y
 
 
 def _case(n, c, h, w, act) -> Case:

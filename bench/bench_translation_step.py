@@ -28,9 +28,9 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bench.bench_instance_norm_act import eager_instance_norm_act
 from bench.harness import append_rows, device_name, device_slug, git_commit
 from fastgen.data import edges_to_digits, inverted_digits
 from fastgen.models import CycleGAN, Pix2Pix
@@ -55,10 +55,8 @@ class EagerInstanceNormAct(nn.Module):
         self.bias = None if fused.bias is None else nn.Parameter(fused.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
-        if self.act == "relu":
-            return F.relu(y)
-        return F.leaky_relu(y, self.negative_slope) if self.act == "leaky_relu" else y
+        return eager_instance_norm_act(x, self.weight, self.bias, act=self.act, eps=self.eps,
+                                       negative_slope=self.negative_slope)
 
 
 def eager_copy(model: nn.Module) -> nn.Module:

@@ -85,14 +85,10 @@ def train_translation(args: argparse.Namespace, model, train_data, val_data, out
 def _input_images(path: str, shape: tuple[int, int, int]) -> tuple[list[str], torch.Tensor]:
     """(file names, images (N, C, H, W) uint8) of one image or a directory of images, converted to
     the model's channels and resized to its size."""
-    from fastgen.data import DataError
-    from fastgen.data.files import IMAGE_SUFFIXES, read_image
+    from fastgen.data.files import image_names, read_image
 
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path)
-                       if n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, n)))
-        if not names:
-            raise DataError(path, f"images ending in {', '.join(IMAGE_SUFFIXES)}", "contains no images")
+        names = image_names(path)
         files = [os.path.join(path, n) for n in names]
     elif os.path.isfile(path):
         names, files = [os.path.basename(path)], [path]

@@ -240,6 +240,15 @@ def read_image(path: str, mode: str, size: tuple[int, int] | None) -> tuple[np.n
     return (array[None] if array.ndim == 2 else array.transpose(2, 0, 1)), transparent
 
 
+def image_names(folder: str, empty: str = "contains no images") -> list[str]:
+    """The PNG/JPEG files directly in ``folder``, sorted; an empty folder is refused (``empty`` says why)."""
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(IMAGE_SUFFIXES) and not os.path.isdir(os.path.join(folder, n)))
+    if not names:
+        raise DataError(folder, f"images ending in {', '.join(IMAGE_SUFFIXES)}", empty)
+    return names
+
+
 def _check_size(size: object) -> tuple[int, int] | None:
     if size is None:
         return None

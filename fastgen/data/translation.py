@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from fastgen.data.dataset import DataError, ImageDataset
 from fastgen.data.digits import digits
-from fastgen.data.files import IMAGE_SUFFIXES, _check_size, read_image
+from fastgen.data.files import _check_size, image_names, read_image
 
 INK_THRESHOLD = 128  # a pixel of an 8-bit digit is ink at this value or above
 BUNDLED_SIZE = 32
@@ -177,15 +177,6 @@ def _check_directory(directory: str | os.PathLike, expected: str) -> None:
                         "no such directory" if not os.path.exists(directory) else "is not a directory")
 
 
-def _image_names(folder: str, empty: str = "contains no images") -> list[str]:
-    """The PNG/JPEG files directly in ``folder``, sorted; an empty folder is refused (``empty`` says why)."""
-    names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(IMAGE_SUFFIXES) and not os.path.isdir(os.path.join(folder, n)))
-    if not names:
-        raise DataError(folder, f"images ending in {', '.join(IMAGE_SUFFIXES)}", empty)
-    return names
-
-
 def _warn_transparent(folder: str, transparent: list[str]) -> None:
     if transparent:
         warnings.warn(f"{folder}: {len(transparent)} image(s) have transparent pixels (e.g. {transparent[0]}); "
@@ -233,7 +224,7 @@ def _names_list(names: list[str], limit: int = 5) -> str:
 
 def _load_side_by_side(directory: str, folder: str, split: str, mode: str,
                        size: tuple[int, int] | None) -> PairedDataset:
-    names = _image_names(folder)
+    names = image_names(folder)
     expected = "a side-by-side A|B image of even width (left half A, right half B)"
     sources, targets, transparent = [], [], []
     for name in names:
@@ -260,7 +251,7 @@ def _load_a_b_folders(directory: str, split: str, mode: str, size: tuple[int, in
     for folder, other in ((folder_a, folder_b), (folder_b, folder_a)):
         if not os.path.isdir(folder):
             raise DataError(folder, PAIRS_EXPECTED, f"no such directory (while {other} exists)")
-    names_a, names_b = _image_names(folder_a), _image_names(folder_b)
+    names_a, names_b = image_names(folder_a), image_names(folder_b)
     if names_a != names_b:
         only_a = sorted(set(names_a) - set(names_b))
         only_b = sorted(set(names_b) - set(names_a))
@@ -325,7 +316,7 @@ def load_unpaired(directory: str | os.PathLike, split: str = "train", *, grey: b
         folder = os.path.join(directory, split + side)
         if not os.path.isdir(folder):
             raise DataError(folder, expected, f"no such directory (domain {side})")
-        names = _image_names(folder, f"contains no images: domain {side} is empty")
+        names = image_names(folder, f"contains no images: domain {side} is empty")
         domains.append(ImageDataset(_stack_one_size(folder, names, _read_folder(folder, names, mode, size)), None,
                                     256, name=folder))
     a, b = domains

@@ -42,3 +42,12 @@ def check_float(name: str, value: object, low: float, high: float = math.inf, *,
 def check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_betas(betas: object) -> tuple[float, float]:
+    """Adam's ``betas``: a pair of numbers, each in [0, 1); returned as a tuple."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    for k, beta in enumerate(betas):
+        check_float(f"betas[{k}]", beta, 0.0, 1.0, high_open=True)
+    return tuple(betas)

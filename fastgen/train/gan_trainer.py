@@ -20,7 +20,8 @@ from fastgen.data import ImageDataset
 from fastgen.models._checks import check_labels
 from fastgen.models.gan import GAN
 from fastgen.ops import gan_loss
-from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
+from fastgen.train._validate import (MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_betas, check_bool, check_float,
+                                     check_int)
 from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states,
                                       resume_state, save_checkpoint)
 from fastgen.train.distributed import resolve_device
@@ -77,11 +78,7 @@ class GANTrainConfig:
         check_quality_options(self.eval_every, self.eval_samples, self.eval_metrics)
         check_float("lr_generator", self.lr_generator, 0.0, low_open=True)
         check_float("lr_discriminator", self.lr_discriminator, 0.0, low_open=True)
-        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
-            raise TypeError(f"betas must be a pair of numbers in [0, 1), got {self.betas!r}")
-        for k, beta in enumerate(self.betas):
-            check_float(f"betas[{k}]", beta, 0.0, 1.0, high_open=True)
-        self.betas = tuple(self.betas)
+        self.betas = check_betas(self.betas)
         check_int("n_critic", self.n_critic, 1, MAX_COUNT)
         check_float("gp_weight", self.gp_weight, 0.0, low_open=True, none=True)
         check_int("seed", self.seed, 0, MAX_SEED)

@@ -29,7 +29,8 @@ from fastgen.data import ImageDataset, PairedDataset, UnpairedDataset
 from fastgen.models.cyclegan import CycleGAN
 from fastgen.models.pix2pix import Pix2Pix
 from fastgen.models.translation import ImageTranslator
-from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
+from fastgen.train._validate import (MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_betas, check_bool, check_float,
+                                     check_int)
 from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states,
                                       resume_state, save_checkpoint)
 from fastgen.train.distributed import resolve_device
@@ -79,11 +80,7 @@ class TranslationTrainConfig:
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         check_int("batch_size", self.batch_size, 1, MAX_COUNT)
         check_float("lr", self.lr, 0.0, low_open=True)
-        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
-            raise TypeError(f"betas must be a pair of numbers in [0, 1), got {self.betas!r}")
-        for k, beta in enumerate(self.betas):
-            check_float(f"betas[{k}]", beta, 0.0, 1.0, high_open=True)
-        self.betas = tuple(self.betas)
+        self.betas = check_betas(self.betas)
         check_float("decay_from", self.decay_from, 0.0, 1.0)
         check_int("pool_size", self.pool_size, 0, MAX_COUNT, none=True)
         check_int("seed", self.seed, 0, MAX_SEED)
@@ -243,8 +240,8 @@ class TranslationTrainer(RunLoop):
                                                        max(len(d) for d in self.domains))
         sizes = [len(d) for d in self.domains]
         if meta.get("domain_sizes", sizes) != sizes:
-            raise CheckpointError(f"{checkpoint.path}: the run was trained on domains of {meta['domain_sizes']} images, "
-                                  f"this data has {sizes}; resume it with its own data")
+            raise CheckpointError(f"{checkpoint.path}: the run was trained on domains of {meta['domain_sizes']} "
+                                  f"images, this data has {sizes}; resume it with its own data")
         losses = meta.get("epoch_losses")
         if not isinstance(losses, dict):
             raise CheckpointError(f"{file}: \"epoch_losses\" must map loss names to lists")
