@@ -17,7 +17,7 @@ import torch
 from bench.harness import MODES, PROVIDERS, append_rows, device_name, device_slug, measure, ratio_table
 
 OPS = ("masked_conv2d", "gated_activation", "categorical_nll", "dmol_nll", "dmol_sample", "vae_nelbo", "reparameterize", "gan_loss",
-       "gradient_penalty", "feature_stats", "instance_norm_act")
+       "gradient_penalty", "feature_stats", "instance_norm_act", "pixel_norm", "minibatch_stddev")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

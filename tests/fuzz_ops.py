@@ -277,6 +277,76 @@ def _ina_valid(c: dict) -> bool | None:
     return consistent(c["mean"], want_mean) and consistent(c["rstd"], want_rstd)
 
 
+_PN_SLOPES = (None, 0.2, 0.0)
+_PN_EPS = 1e-8  # the eps of the rstd handed to the backward op
+
+
+def _pn_forward(m: Maker) -> dict:
+    n, c = m.size(1, 3), m.size(1, 5)
+    spatial = m.rng.choice(((), (1, 1), (m.size(1, 4),), (m.size(1, 4), m.size(1, 5))))
+    return dict(x=m.randn(n, c, *spatial, scale=2), negative_slope=m.rng.choice(_PN_SLOPES),
+                eps=m.rng.choice((1e-8, 1e-3)))
+
+
+def _pn_backward(m: Maker) -> dict:
+    c = _pn_forward(m)
+    x = c["x"]
+    return dict(grad_out=m.randn(*x.shape), x=x, rstd=_pn_stat(c), negative_slope=c["negative_slope"])
+
+
+def _pn_stat(c: dict) -> torch.Tensor:
+    from fastgen.reference.pixel_norm import pixel_norm_rstd_reference
+    return pixel_norm_rstd_reference(c["x"], c["negative_slope"], _PN_EPS)
+
+
+def _pn_valid(c: dict) -> bool | None:
+    x, slope = c["x"], c["negative_slope"]
+    ok = (is_float(x) and x.dim() >= 2 and x.shape[1] >= 1 and copy_ok(x) and (slope is None or is_scalar(slope)))
+    if "eps" in c:
+        ok = ok and is_scalar(c["eps"]) and c["eps"] > 0
+    backward = "grad_out" in c
+    if ok and backward:
+        go, rstd = c["grad_out"], c["rstd"]
+        ok = (is_float(go) and tuple(go.shape) == tuple(x.shape) and one_dtype(x, go) and is_float(rstd)
+              and tuple(rstd.shape) == (x.shape[0], *x.shape[2:]) and rstd.dtype == _acc(x)
+              and one_device(x, go, rstd) and copy_ok(rstd))
+    if not ok:
+        return False
+    # Huge and non-finite values are unspecified, as for instance_norm_act: the fused backward meets
+    # inf * 0 and inf - inf in other places than the reference's autograd.
+    if any(not finite_moderate(c[k]) for k in ("x", "grad_out") if k in c):
+        return None
+    return consistent(c["rstd"], _pn_stat(c)) if backward else True
+
+
+def _ms_forward(m: Maker) -> dict:
+    n = m.rng.choice((1, 2, 3, 4, 6, 8))
+    return dict(x=m.randn(n, m.size(1, 3), m.size(1, 4), m.size(1, 4), scale=2), group_size=m.rng.choice((1, 2, 4, 5)),
+                eps=m.rng.choice((1e-8, 1e-3)))
+
+
+def _ms_backward(m: Maker) -> dict:
+    c = _ms_forward(m)
+    n, ch, h, w = c["x"].shape
+    return dict(grad_out=m.randn(n, ch + 1, h, w), **c)
+
+
+def _ms_valid(c: dict) -> bool | None:
+    x, group_size = c["x"], c["group_size"]
+    ok = (is_float(x) and x.dim() == 4 and min(x.shape) >= 1 and copy_ok(x) and is_int(group_size)
+          and group_size >= 1 and is_scalar(c["eps"]) and c["eps"] > 0)
+    if ok and "grad_out" in c:
+        go = c["grad_out"]
+        n, ch, h, w = x.shape
+        ok = is_float(go) and tuple(go.shape) == (n, ch + 1, h, w) and one_dtype(x, go) and one_device(x, go)
+    if not ok:
+        return False
+    # As for pixel_norm: the fused backward and the reference's autograd meet inf in other places.
+    if any(not finite_moderate(c[k]) for k in ("x", "grad_out") if k in c):
+        return None
+    return True
+
+
 def _cat_forward(m: Maker) -> dict:
     n, levels, c, h, w = m.size(1, 2), m.size(1, 6), m.size(1, 3), m.size(1, 4), m.size(1, 4)
     logits = m.randn(n, levels, c, h, w, scale=3)
@@ -694,6 +764,14 @@ ENTRIES: list[Entry] = [
                  grads=("x", "weight", "bias")),
     *_entry_rows("instance_norm_act_backward", None, _INAB, _ina_backward, _ina_valid,
                  reference="_reference_backward"),
+    *_entry_rows("pixel_norm", "pixel_norm", ("x", "negative_slope", "eps"), _pn_forward, _pn_valid,
+                 reference="_reference_forward", public_positional=("x",), grads=("x",)),
+    *_entry_rows("pixel_norm_backward", None, ("grad_out", "x", "rstd", "negative_slope"), _pn_backward, _pn_valid,
+                 reference="_reference_backward"),
+    *_entry_rows("minibatch_stddev", "minibatch_stddev", ("x", "group_size", "eps"), _ms_forward, _ms_valid,
+                 reference="_reference_forward", public_positional=("x", "group_size"), grads=("x",)),
+    *_entry_rows("minibatch_stddev_backward", None, ("grad_out", "x", "group_size", "eps"), _ms_backward, _ms_valid,
+                 reference="_reference_backward"),
     *_entry_rows("categorical_nll", "categorical_nll", ("logits", "target"), _cat_forward, _cat_valid,
                  reference="_reference_forward", public_positional=("logits", "target"), grads=("logits",)),
     *_entry_rows("categorical_nll_backward", None, ("grad", "logits", "target", "lse"), _cat_backward, _cat_valid,
@@ -802,8 +880,9 @@ STATISTICS = {
     "pixel_log_prob": _forward_output("dmol_nll", ("x", "params", "nr_mix", "levels"), 1),
     "mean": _forward_output("instance_norm_act", ("x",), 1, weight=None, bias=None, act="none", negative_slope=0.0,
                             eps=_INA_EPS),
-    "rstd": _forward_output("instance_norm_act", ("x",), 2, weight=None, bias=None, act="none", negative_slope=0.0,
-                            eps=_INA_EPS),
+    "rstd": lambda c: (_forward_output("instance_norm_act", ("x",), 2, weight=None, bias=None, act="none",
+                                       negative_slope=0.0, eps=_INA_EPS) if "mean" in c  # instance_norm_act_backward
+                       else _forward_output("pixel_norm", ("x", "negative_slope"), 1, eps=_PN_EPS))(c),
     "recon_grad": _forward_output("vae_nelbo", ("recon", "x", "mu", "logvar", "likelihood", "beta", "levels"), 3,
                                   keep_grad=True),
 }

@@ -16,7 +16,8 @@ OPS = {"masked_conv2d", "masked_conv2d_backward", "gated_activation", "gated_act
        "categorical_nll_backward", "sample_program", "sample_program_block", "sample_program_describe",
        "reparameterize", "reparameterize_backward", "vae_nelbo", "vae_nelbo_backward", "gan_loss", "gan_loss_backward",
        "gradient_penalty", "gradient_penalty_backward", "dmol_nll", "dmol_nll_backward", "dmol_sample",
-       "feature_stats_update", "instance_norm_act", "instance_norm_act_backward"}
+       "feature_stats_update", "instance_norm_act", "instance_norm_act_backward", "pixel_norm", "pixel_norm_backward",
+       "minibatch_stddev", "minibatch_stddev_backward"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -114,6 +115,8 @@ def test_autocast_rules():
         assert fastgen.ops.masked_conv2d(x, w, mask_type="B").dtype == torch.bfloat16
         assert fastgen.ops.gated_activation(x.bfloat16(), torch.randn(2, 4)).dtype == torch.bfloat16
         assert fastgen.ops.instance_norm_act(x, torch.ones(4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+        assert fastgen.ops.pixel_norm(x, negative_slope=0.2).dtype == torch.bfloat16
+        assert fastgen.ops.minibatch_stddev(x).dtype == torch.bfloat16
         nll = fastgen.ops.categorical_nll(z, t)
     assert nll.dtype == torch.float32
     torch.testing.assert_close(nll, fastgen.reference.categorical_nll_reference(z.float(), t))

@@ -81,6 +81,10 @@ def _cases():
         cases[f"instance_norm_act-{act}"] = (
             lambda x, weight, bias, act=act: fastgen.ops.instance_norm_act(x, weight, bias, act=act),
             dict(x=_randn(2, 3, 4, 5, scale=2), weight=_randn(3, seed=1), bias=_randn(3, seed=2)))
+    for slope in (None, 0.2):
+        cases[f"pixel_norm-{slope}"] = (lambda x, slope=slope: fastgen.ops.pixel_norm(x, negative_slope=slope),
+                                        dict(x=_randn(2, 5, 3, 4, scale=2)))
+    cases["minibatch_stddev"] = (lambda x: fastgen.ops.minibatch_stddev(x, 2), dict(x=_randn(4, 3, 2, 3, scale=2)))
     for likelihood in ("bernoulli", "categorical", "gaussian", "logistic"):
         cases[f"vae_nelbo-{likelihood}"] = _vae(likelihood)
     for kind in ("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"):
@@ -150,6 +154,11 @@ def _unspecified(op: str, name: str, v: float) -> bool:
     # or bias (NaN in their plane, or inf in their channel, both ways) are checked.
     if op.startswith("instance_norm_act"):
         return v == v and abs(v) > 1e18 and (name == "weight" or abs(v) != float("inf"))
+    # pixel_norm's too leave a finite x whose double overflows float32 (3e38): its rstd is 0 and
+    # the fused backward gives 0 there, while autograd of the reference forms d(x^2)/dx = 2x = inf
+    # and multiplies it by 0 (NaN). NaN, inf and 1e30 (whose square alone overflows) are checked.
+    if op.startswith("pixel_norm"):
+        return v == v and abs(v) != float("inf") and 2 * abs(v) > 3.4028234663852886e38
     return False
 
 
@@ -213,6 +222,8 @@ META_CALLS = [
      (2, 3)),
     ("instance_norm_act", lambda: fastgen.ops.instance_norm_act(torch.empty(2, 3, 4, 5, **META),
                                                                 torch.empty(3, **META)), (2, 3, 4, 5)),
+    ("pixel_norm", lambda: fastgen.ops.pixel_norm(torch.empty(2, 3, 4, 5, **META), negative_slope=0.2), (2, 3, 4, 5)),
+    ("minibatch_stddev", lambda: fastgen.ops.minibatch_stddev(torch.empty(6, 3, 4, 5, **META)), (6, 4, 4, 5)),
 ]
 
 
@@ -265,6 +276,13 @@ BAD_META = [
                                                               torch.empty(3, dtype=torch.float64, **META),
                                                               torch.empty(3, 4, dtype=torch.float64, **META)),
      r"cross must have shape \(3, 3\)"),
+    ("pixel_norm_backward", lambda: ops.pixel_norm_backward(
+        torch.empty(2, 3, 4, 5, **META), torch.empty(2, 3, 4, 5, **META),
+        torch.empty(2, 4, 5, dtype=torch.float64, **META), 0.2), "rstd must have dtype"),
+    ("minibatch_stddev", lambda: ops.minibatch_stddev(torch.empty(2, 3, 4, 5, **META), 0, 1e-8),
+     "group_size must be >= 1"),
+    ("minibatch_stddev_backward", lambda: ops.minibatch_stddev_backward(
+        torch.empty(2, 3, 4, 5, **META), torch.empty(2, 3, 4, 5, **META), 4, 1e-8), r"grad_out must be \(N, C \+ 1"),
 ]
 
 
@@ -305,6 +323,10 @@ BOMBS = [
     ("instance_norm_act-op", lambda: ops.instance_norm_act(_expanded(1, 2, 2**13, 2**13), None, None, "relu", 0.2,
                                                            1e-5)),
     ("instance_norm_act", lambda: fastgen.ops.instance_norm_act(_expanded(1, 2, 2**13, 2**13))),
+    ("pixel_norm-op", lambda: ops.pixel_norm(_expanded(1, 2, 2**13, 2**13), 0.2, 1e-8)),
+    ("pixel_norm", lambda: fastgen.ops.pixel_norm(_expanded(1, 2, 2**13, 2**13))),
+    ("minibatch_stddev-op", lambda: ops.minibatch_stddev(_expanded(2, 1, 2**13, 2**13), 4, 1e-8)),
+    ("minibatch_stddev", lambda: fastgen.ops.minibatch_stddev(_expanded(2, 1, 2**13, 2**13))),
     ("feature_stats_update-op", lambda: ops.feature_stats_update(_expanded(BIG, 1), torch.zeros(1),
                                                                  torch.zeros(1, dtype=torch.float64),
                                                                  torch.zeros(1, 1, dtype=torch.float64))),
@@ -336,6 +358,8 @@ STRIDE0 = [
     ("feature_stats_update", lambda e: _feature_stats(e(torch.randn(4, 5)), e(torch.randn(2, 5))[0])),
     ("instance_norm_act", lambda e: fastgen.ops.instance_norm_act(e(torch.randn(3, 4, 5, 6)), e(torch.randn(4)),
                                                                   torch.randn(4), act="leaky_relu")),
+    ("pixel_norm", lambda e: fastgen.ops.pixel_norm(e(torch.randn(3, 4, 5, 6)), negative_slope=0.2)),
+    ("minibatch_stddev", lambda e: fastgen.ops.minibatch_stddev(e(torch.randn(4, 3, 5, 6)), 2)),
 ]
 
 

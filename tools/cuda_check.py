@@ -85,7 +85,45 @@ def triton_kernels():
         cases += _dmol_kernels(dtype, ptr, acc_ptr, acc)
         cases += _feature_stats_kernels(dtype, ptr, acc)
         cases += _instance_norm_act_kernels(dtype, ptr, acc_ptr, acc)
+        cases += _pixel_norm_kernels(dtype, ptr, acc_ptr, acc)
+        cases += _minibatch_stddev_kernels(dtype, ptr, acc)
     return cases
+
+
+def _pixel_norm_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:
+    """Pixel norm: with and without the leaky ReLU in float32, with it in the other dtypes; tiles of
+    64 positions and of one ((N, C) input); float64 reads its scalars from memory (as the launcher does)."""
+    from fastgen.kernels import pixel_norm as pn
+
+    cases = []
+    in_memory = dtype == "fp64"
+    s_ptr = "*fp64" if in_memory else ptr  # the launcher passes x where the scalars are arguments
+    sizes = dict(C="i32", S="i32", tiles="i32")
+    for act in (True, False) if dtype == "fp32" else (True,):
+        for c, s in ((512, 256), (512, 1)):
+            block_c, block_s = pn._blocks(c, s)
+            const = dict(ACT=act, SCALARS_IN_MEMORY=in_memory, ACC=acc, BLOCK_C=block_c, BLOCK_S=block_s)
+            cases.append((f"pixel_norm_fwd[{dtype}, act={act}, S={s}]", pn._pixel_norm_fwd_kernel,
+                          dict(x_ptr=ptr, s_ptr=s_ptr, y_ptr=ptr, rstd_ptr=acc_ptr, **sizes, eps="fp32", slope="fp32"),
+                          const))
+            cases.append((f"pixel_norm_bwd[{dtype}, act={act}, S={s}]", pn._pixel_norm_bwd_kernel,
+                          dict(g_ptr=ptr, x_ptr=ptr, rstd_ptr=acc_ptr, s_ptr=s_ptr, gx_ptr=ptr, **sizes, slope="fp32"),
+                          const))
+    return cases
+
+
+def _minibatch_stddev_kernels(dtype: str, ptr: str, acc) -> list:
+    """Minibatch standard deviation at the largest block the launchers pick; float64 reads eps from memory."""
+    from fastgen.kernels import minibatch_stddev as ms
+
+    in_memory = dtype == "fp64"
+    s_ptr = "*fp64" if in_memory else ptr
+    sizes = dict(M="i32", G="i32", CHW="i32", HW="i32", eps="fp32")
+    const = dict(SCALARS_IN_MEMORY=in_memory, ACC=acc, BLOCK=ms._block(1 << 20))
+    return [(f"minibatch_stddev_fwd[{dtype}]", ms._minibatch_stddev_fwd_kernel,
+             dict(x_ptr=ptr, s_ptr=s_ptr, y_ptr=ptr, **sizes), const),
+            (f"minibatch_stddev_bwd[{dtype}]", ms._minibatch_stddev_bwd_kernel,
+             dict(g_ptr=ptr, x_ptr=ptr, s_ptr=s_ptr, gx_ptr=ptr, **sizes), const)]
 
 
 def _instance_norm_act_kernels(dtype: str, ptr: str, acc_ptr: str, acc) -> list:

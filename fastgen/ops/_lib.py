@@ -98,3 +98,17 @@ lib.define("instance_norm_act(Tensor x, Tensor? weight, Tensor? bias, str act, f
            "-> (Tensor, Tensor, Tensor)")
 lib.define("instance_norm_act_backward(Tensor grad_out, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
            "Tensor rstd, str act, float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
+
+# pixel_norm: y = a / sqrt(mean_c(a^2) + eps) at every position of x (N, C, *spatial), a =
+# leaky_relu(x, negative_slope) where negative_slope is given, else x. Returns (y, rstd), rstd
+# (N, *spatial) in float32 (float64 for float64 x), which the backward reuses (it recomputes a and
+# y from x rather than keeping y).
+lib.define("pixel_norm(Tensor x, float? negative_slope, float eps) -> (Tensor, Tensor)")
+lib.define("pixel_norm_backward(Tensor grad_out, Tensor x, Tensor rstd, float? negative_slope) -> Tensor")
+
+# minibatch_stddev: x (N, C, H, W) -> (N, C + 1, H, W), x followed by the mean over (c, h, w) of the
+# standard deviation over each group of G samples (G the largest divisor of N <= group_size; group
+# m holds samples m, m + N/G, ...). Nothing is saved: the backward recomputes the group statistics
+# from x and returns grad_x (N, C, H, W).
+lib.define("minibatch_stddev(Tensor x, int group_size, float eps) -> Tensor")
+lib.define("minibatch_stddev_backward(Tensor grad_out, Tensor x, int group_size, float eps) -> Tensor")

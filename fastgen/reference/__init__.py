@@ -19,6 +19,8 @@ from fastgen.reference.masked_conv2d import (
     masked_conv2d_grad_weight_reference,
     masked_conv2d_reference,
 )
+from fastgen.reference.minibatch_stddev import minibatch_stddev_backward_reference, minibatch_stddev_reference
+from fastgen.reference.pixel_norm import pixel_norm_backward_reference, pixel_norm_reference
 from fastgen.reference.sample_program import run_program, sample_program_reference
 
 __all__ = [
@@ -40,6 +42,10 @@ __all__ = [
     "masked_conv2d_grad_input_reference",
     "masked_conv2d_grad_weight_reference",
     "masked_conv2d_reference",
+    "minibatch_stddev_backward_reference",
+    "minibatch_stddev_reference",
+    "pixel_norm_backward_reference",
+    "pixel_norm_reference",
     "run_program",
     "sample_program_reference",
 ]
