@@ -2,7 +2,7 @@
 
 ``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++, the VAE, PixelVAE and the adversarial
 autoencoder with the likelihood trainer (``fastgen.train.Trainer``), DCGAN and the MLP GAN with
-``fastgen.train.GANTrainer``, pix2pix and CycleGAN with ``fastgen.train.TranslationTrainer``
+``fastgen.train.GANTrainer``, the progressive GAN with ``fastgen.train.ProgressiveTrainer``, pix2pix and CycleGAN with ``fastgen.train.TranslationTrainer``
 (fastgen/translation_commands.py, which also holds ``translate``).
 
 Every option is checked when it is parsed (``argparse`` types below), and everything else that a
@@ -21,8 +21,9 @@ import torch
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_float, check_int
 from fastgen.translation_commands import TRANSLATORS
 
-MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan", *TRANSLATORS)
-GANS = ("dcgan", "mlp-gan")
+MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan", "progan",
+          *TRANSLATORS)
+GANS = ("dcgan", "mlp-gan", "progan")
 MAX_SAMPLES = 10_000  # images in one `fastgen sample` grid
 MAX_IW_SAMPLES = 100_000  # `fastgen eval --k`
 MAX_QUALITY_SAMPLES = 1_000_000  # `fastgen eval --n`
@@ -60,6 +61,13 @@ def float_option(low: float, high: float = math.inf, *, low_open: bool = False,
         return value
 
     return parse
+
+
+def int_list_option(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers."""
+    parse = int_option(1)
+    values = tuple(parse(part.strip()) for part in text.split(","))
+    return values
 
 
 def path_option(text: str) -> str:
@@ -104,14 +112,21 @@ def refuse_translator(model: torch.nn.Module, command: str) -> None:
 
 
 # -- train ---------------------------------------------------------------------------------------------
-def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int):
+def _datasets(spec: str, levels: int | None, val_fraction: float, seed: int, image_size: int | None = None):
     """(train, validation) for a data spec: the digits' own validation split, otherwise a seeded
-    ``val_fraction`` of the training files."""
-    from fastgen.data import load
+    ``val_fraction`` of the training files; with ``image_size``, resized to that square size (the
+    bundled digits by ``digits(size=)``, others by ``ImageDataset.resize``)."""
+    from fastgen.data import digits, load
 
-    train = image_data(load(spec, "train"), spec)
+    def loaded(split: str):
+        if image_size is not None and spec.startswith("digits"):
+            return digits(split, binarized=spec == "digits-binary", size=image_size)
+        data = image_data(load(spec, split), spec)
+        return data.resize(image_size) if image_size is not None else data
+
+    train = loaded("train")
     if spec.startswith("digits"):
-        val = load(spec, "val")
+        val = loaded("val")
     elif val_fraction > 0:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         cut = max(1, int(len(train) * val_fraction))
@@ -166,9 +181,17 @@ def build_model(name: str, train, args: argparse.Namespace) -> torch.nn.Module:
         if height != width:
             raise ValueError(f"{name} needs square images, {train.name} has {height}x{width}")
         common = dict(latent_dim=args.latent_dim, n_classes=n_classes, loss=args.loss)
+        if name == "progan":
+            from fastgen.models import ProgressiveGAN
+
+            if height < 4 or height & (height - 1):
+                raise ValueError(f"progan grows from 4x4 by doubling: the images must be a power of two >= 4 on a "
+                                 f"side, {train.name} has {height}x{width} (resize them with --image-size, e.g. 32)")
+            return ProgressiveGAN(channels, train.levels, height, max_channels=args.hidden, **common)
         if name == "dcgan":
-            return DCGAN(channels, train.levels, height, width=max(1, args.hidden // 2), norm=args.norm, **common)
-        return MLPGAN(channels, train.levels, height, hidden=args.hidden * 4, **common)
+            return DCGAN(channels, train.levels, height, width=max(1, args.hidden // 2), norm=args.norm or "batch",
+                         **common)
+        return MLPGAN(channels, train.levels, height, hidden=args.hidden * 4, norm=args.norm or "none", **common)
     if name == "pixelcnnpp":
         try:
             return PixelCNNpp(channels, train.levels, (height, width), nr_resnet=args.layers, nr_filters=args.hidden,
@@ -208,26 +231,59 @@ def _quality_options(args: argparse.Namespace) -> dict:
     return dict(eval_every=args.eval_every, eval_samples=args.eval_samples, eval_metrics=args.eval_metrics)
 
 
-def train_gan(args: argparse.Namespace, model, train_data, val_data, out: str, device: torch.device) -> int:
-    from fastgen.train import GANTrainConfig, GANTrainer
+def train_gan(args: argparse.Namespace, model, train_data, val_data, out: str, device: torch.device,
+              rank: int, world: int) -> int:
+    from fastgen.train import GANTrainConfig, GANTrainer, ProgressiveTrainConfig, ProgressiveTrainer
 
     wasserstein = args.loss == "wasserstein"
-    lr = args.lr or (1e-4 if wasserstein else 2e-4)
-    config = GANTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr_generator=lr, lr_discriminator=lr,
-                            betas=(0.0, 0.9) if wasserstein else (0.5, 0.999), n_critic=args.n_critic,
-                            gp_weight=args.gp_weight, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                            grid_samples=args.grid_samples, progress=not args.quiet, **_quality_options(args))
-    trainer = GANTrainer(model, train_data, out, config, device=device, eval_data=val_data)
-    print(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
-          f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
-          f"{args.loss} loss; writing to {out}")
+    common = dict(batch_size=args.batch_size, n_critic=args.n_critic, seed=args.seed,
+                  checkpoint_every=args.checkpoint_every, grid_samples=args.grid_samples, amp=args.amp,
+                  progress=not args.quiet, **_quality_options(args))
+    if args.model == "progan":  # the paper's settings: WGAN-GP with the drift term, Adam (0, 0.99), EMA 0.999
+        lr = args.lr or 1e-3
+        config = ProgressiveTrainConfig(
+            epochs=args.stages, lr_generator=lr, lr_discriminator=lr,
+            gp_weight=args.gp_weight if args.gp_weight is not None else (10.0 if wasserstein else None),
+            drift=0.001 if wasserstein else 0.0, ema_decay=args.ema if args.ema is not None else 0.999,
+            fade_images=args.fade_images, stable_images=args.stable_images,
+            stage_batch_sizes=args.stage_batch_sizes, **common)
+        trainer = ProgressiveTrainer(model, train_data, out, config, device=device, eval_data=val_data)
+    else:
+        lr = args.lr or (1e-4 if wasserstein else 2e-4)
+        config = GANTrainConfig(epochs=args.epochs, lr_generator=lr, lr_discriminator=lr,
+                                betas=(0.0, 0.9) if wasserstein else (0.5, 0.999), gp_weight=args.gp_weight,
+                                ema_decay=args.ema, **common)
+        trainer = GANTrainer(model, train_data, out, config, device=device, eval_data=val_data)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"fastgen train {args.model}: {len(train_data)} training images {train_data.shape} with "
+        f"{train_data.levels} levels from {args.data}; {sum(p.numel() for p in model.parameters())} parameters; "
+        f"{args.loss} loss; {world} process{'es' if world > 1 else ''}; writing to {out}")
     history = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if history.d_loss:
         g = history.g_loss[-1]
-        print(f"done: epoch {trainer.epoch}, discriminator {history.d_loss[-1]:.4f}, "
-              f"generator {'-' if g is None else f'{g:.4f}'}")
-    print(f"checkpoint: {os.path.abspath(trainer.last_path)}")
+        say(f"done: epoch {trainer.epoch}, discriminator {history.d_loss[-1]:.4f}, "
+            f"generator {'-' if g is None else f'{g:.4f}'}")
+    say(f"checkpoint: {os.path.abspath(trainer.last_path)}")
     return 0
+
+
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    """The options whose default depends on the model."""
+    if args.loss is None:
+        args.loss = "wasserstein" if args.model == "progan" else "non_saturating"
+    if args.latent_dim is None:
+        args.latent_dim = 64 if args.model == "progan" else 16
+    if args.model != "progan":
+        for flag, attr, default in (("--stages", "stages", None), ("--fade-images", "fade_images", 20_000),
+                                    ("--stable-images", "stable_images", 20_000),
+                                    ("--stage-batch-sizes", "stage_batch_sizes", None)):
+            if getattr(args, attr) != default:
+                raise ValueError(f"{flag} applies to progan only")
+    norms = {"dcgan": ("batch", "layer", "spectral", "none"), "mlp-gan": ("spectral", "none"),
+             **{name: ("instance", "spectral") for name in TRANSLATORS}}
+    if args.norm is not None and args.norm not in norms.get(args.model, ()):
+        raise ValueError(f"--norm {args.norm} does not apply to {args.model}" +
+                         (f" (it takes {' or '.join(norms[args.model])})" if args.model in norms else ""))
 
 
 def train(args: argparse.Namespace) -> int:
@@ -236,6 +292,7 @@ def train(args: argparse.Namespace) -> int:
     from fastgen.train.run_dir import check_run_directory
 
     out = args.out or os.path.join("runs", args.model)
+    _resolve_defaults(args)
     # The run directory is checked first: a refused start costs no data loading and no model.
     check_run_directory(out, resume=args.resume, overwrite=args.overwrite)
     options = getattr(args, "run_options", None)  # set by fastgen.cli: the options to record in OUT/config.json
@@ -256,7 +313,7 @@ def train(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = build_translator(args.model, train_data, args)
     else:
-        train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed)
+        train_data, val_data = _datasets(args.data, args.levels, args.val_fraction, args.seed, args.image_size)
         check_model_size(args.model, train_data, args, device)
         torch.manual_seed(args.seed)
         model = build_model(args.model, train_data, args)
@@ -271,10 +328,9 @@ def train(args: argparse.Namespace) -> int:
         _note_resume(args, out, rank)
         return code
     if args.model in GANS:
-        if world > 1:
-            raise ValueError(f"{args.model} trains in one process (not under torchrun)")
-        code = train_gan(args, model, train_data, val_data, out, device)
+        code = train_gan(args, model, train_data, val_data, out, device, rank, world)
         _note_resume(args, out, rank)
+        leave_process_group()
         return code
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-3, lr_decay=args.lr_decay,
                          grad_clip=args.grad_clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -504,6 +560,8 @@ def add_commands(commands: argparse._SubParsersAction,
                                                 "npz:FILE; pix2pix: edges-digits | pairs:DIR; cyclegan: "
                                                 "inverted-digits | unpaired:DIR")
     t.add_argument("--levels", type=int_option(2, 65536), default=None, help="quantise the data to this many levels")
+    t.add_argument("--image-size", type=int_option(4, 1024), default=None, metavar="SIZE",
+                   help="resize the images to SIZE x SIZE first (bilinear; e.g. progan --data digits --image-size 32)")
     t.add_argument("--val-fraction", type=float_option(0.0, 1.0, high_open=True), default=0.05,
                    help="training images held out for validation, in [0, 1) (the digits have their own split)")
     t.add_argument("--conditional", action=SWITCH, default=False, help="condition on the data set's class labels")
@@ -520,8 +578,8 @@ def add_commands(commands: argparse._SubParsersAction,
     t.add_argument("--nr-mix", type=int_option(1, 100), default=5,
                    help="pixelcnnpp: logistic mixture components (default 5)")
     t.add_argument("--weight-norm", action=SWITCH, default=False, help="pixelcnnpp: weight-normalise every convolution")
-    t.add_argument("--latent-dim", type=int_option(1, 4096), default=16,
-                   help="vae, pixelvae, aae, dcgan, mlp-gan: latent size (default 16)")
+    t.add_argument("--latent-dim", type=int_option(1, 4096), default=None,
+                   help="vae, pixelvae, aae, dcgan, mlp-gan, progan: latent size (default 16; progan 64)")
     t.add_argument("--likelihood", default="categorical", choices=("bernoulli", "categorical", "gaussian", "logistic"),
                    help="vae, aae: p(x|z) (default categorical)")
     t.add_argument("--arch", default="conv", choices=("mlp", "conv"), help="vae, aae: encoder/decoder (default conv)")
@@ -535,15 +593,27 @@ def add_commands(commands: argparse._SubParsersAction,
                         "class to a region of the prior")
     t.add_argument("--encoder", default="deterministic", choices=("deterministic", "gaussian"),
                    help="aae: the encoder (default deterministic)")
-    t.add_argument("--loss", default="non_saturating",
+    t.add_argument("--loss", default=None,
                    choices=("minimax", "non_saturating", "lsgan", "hinge", "wasserstein"),
-                   help="dcgan, mlp-gan, aae, pix2pix: the GAN loss (default non_saturating; cyclegan is lsgan)")
+                   help="dcgan, mlp-gan, progan, aae, pix2pix: the GAN loss (default non_saturating; progan "
+                        "wasserstein, with --gp-weight 10 and the drift term; cyclegan is lsgan)")
     t.add_argument("--n-critic", type=int_option(1), default=1,
-                   help="dcgan, mlp-gan: discriminator steps per generator step")
+                   help="dcgan, mlp-gan, progan: discriminator steps per generator step")
     t.add_argument("--gp-weight", type=float_option(0.0, low_open=True), default=None,
-                   help="dcgan, mlp-gan: WGAN-GP penalty weight (e.g. 10)")
-    t.add_argument("--norm", default="batch", choices=("batch", "layer", "none"),
-                   help="dcgan: discriminator normalisation (WGAN-GP: layer or none)")
+                   help="dcgan, mlp-gan, progan: WGAN-GP penalty weight (e.g. 10; progan's default with its "
+                        "wasserstein loss)")
+    t.add_argument("--norm", default=None, choices=("batch", "layer", "instance", "spectral", "none"),
+                   help="the discriminator's normalisation: dcgan batch (default), layer, spectral or none (WGAN-GP: "
+                        "not batch); mlp-gan spectral or none (default); pix2pix, cyclegan instance (default) or "
+                        "spectral")
+    t.add_argument("--stages", type=int_option(1, 16), default=None,
+                   help="progan: stages to grow, from 4x4 (default: all, up to the image size)")
+    t.add_argument("--fade-images", type=int_option(1), default=20_000,
+                   help="progan: real images shown while a new stage fades in (default 20000)")
+    t.add_argument("--stable-images", type=int_option(1), default=20_000,
+                   help="progan: real images shown per stage after its fade-in (default 20000)")
+    t.add_argument("--stage-batch-sizes", type=int_list_option, default=None, metavar="B0,B1,...",
+                   help="progan: batch size of each stage from 4x4 on (later stages: --batch-size)")
     t.add_argument("--l1-weight", type=float_option(0.0), default=100.0,
                    help="pix2pix: weight of the L1 term (default 100)")
     t.add_argument("--cycle-weight", type=float_option(0.0), default=10.0,
@@ -570,8 +640,10 @@ def add_commands(commands: argparse._SubParsersAction,
                    help="maximum gradient norm, > 0 (default 1)")
     t.add_argument("--ema", type=float_option(0.0, 1.0, low_open=True, high_open=True), default=None,
                    metavar="DECAY",
-                   help="keep an exponential moving average of the weights (e.g. 0.999) for validation and sampling")
-    t.add_argument("--amp", action=SWITCH, default=False, help="bfloat16 autocast for the training loss")
+                   help="keep an exponential moving average of the weights (e.g. 0.999; GANs: of the generator's) for "
+                        "validation, grids and sampling (progan: default 0.999)")
+    t.add_argument("--amp", action=SWITCH, default=False,
+                   help="bfloat16 autocast for the training loss (GANs: for both networks)")
     t.add_argument("--checkpoint-every", type=int_option(1), default=None, metavar="STEPS")
     t.add_argument("--grid-samples", type=int_option(0, 100), default=10,
                    help="sample grid per epoch, this many per row (0: none; at most 100)")

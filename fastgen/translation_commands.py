@@ -11,7 +11,8 @@ TRANSLATORS = ("pix2pix", "cyclegan")
 # Train options that only some models read: (flag, attribute, default, the translators that read it).
 # Any other value for a translator that does not read it is refused, rather than silently ignored.
 UNUSED_OPTIONS = (
-    ("--conditional", "conditional", False, ()), ("--levels", "levels", None, ()), ("--ema", "ema", None, ()),
+    ("--conditional", "conditional", False, ()), ("--levels", "levels", None, ()),
+    ("--image-size", "image_size", None, ()), ("--ema", "ema", None, ()),
     ("--amp", "amp", False, ()), ("--eval-every", "eval_every", None, ()), ("--lr-decay", "lr_decay", 1.0, ()),
     ("--grad-clip", "grad_clip", 1.0, ()), ("--n-critic", "n_critic", 1, ()), ("--gp-weight", "gp_weight", None, ()),
     ("--loss", "loss", "non_saturating", ("pix2pix",)), ("--l1-weight", "l1_weight", 100.0, ("pix2pix",)),
@@ -53,7 +54,8 @@ def build_translator(name: str, train, args: argparse.Namespace):
     if source.levels != target.levels:
         raise ValueError(f"{train.name}: the two domains have {source.levels} and {target.levels} levels")
     common = dict(source_channels=source.shape[0], target_channels=target.shape[0], levels=source.levels,
-                  image_size=source.shape[1], width=args.hidden, patch_layers=args.patch_layers)
+                  image_size=source.shape[1], width=args.hidden, patch_layers=args.patch_layers,
+                  norm=args.norm or "instance")
     if name == "pix2pix":
         return Pix2Pix(**common, l1_weight=args.l1_weight, loss=args.loss, dropout=args.dropout)
     identity = args.identity_weight if source.shape[0] == target.shape[0] else 0.0

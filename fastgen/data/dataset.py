@@ -96,6 +96,26 @@ class ImageDataset(torch.utils.data.Dataset):
         return ImageDataset(images.to(torch.uint8 if levels <= 256 else torch.int32), self.labels, levels,
                             list(self.classes), f"{self.name} ({levels} levels)")
 
+    def resize(self, size: int, batch: int = 4096) -> ImageDataset:
+        """The same images resized to ``size`` x ``size`` (an integer >= 1): bilinear interpolation
+        of the levels when enlarging, area averaging when shrinking, rounded back to integer levels.
+        Non-square images are stretched."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        if tuple(self.images.shape[2:]) == (size, size):
+            return self
+        import torch.nn.functional as F
+
+        shrink = size < min(self.images.shape[2:])
+        parts = []
+        for chunk in self.images.split(batch):  # in chunks: float copies of a large set would be large
+            x = chunk.float()
+            x = F.interpolate(x, size=(size, size), mode="area") if shrink else \
+                F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            parts.append(x.round().clamp(0, self.levels - 1).to(self.images.dtype))
+        images = torch.cat(parts) if parts else self.images.new_zeros(0, self.images.shape[1], size, size)
+        return ImageDataset(images, self.labels, self.levels, list(self.classes), f"{self.name} ({size}x{size})")
+
     def binarize(self, threshold: float = 0.5) -> ImageDataset:
         """Sub-pixels at or above ``threshold`` of the range become 1, the rest 0 (levels = 2)."""
         images = (self.images.float() >= threshold * (self.levels - 1)).to(torch.uint8)

@@ -8,9 +8,10 @@ from fastgen.models.pixelcnn import PixelCNN
 from fastgen.models.pixelcnnpp import PixelCNNpp
 from fastgen.models.pix2pix import Pix2Pix
 from fastgen.models.pixelvae import PixelVAE
+from fastgen.models.progressive_gan import ProgressiveGAN
 from fastgen.models.translation import ImageTranslator
 from fastgen.models.vae import VAE, Autoencoder, LikelihoodEstimate
 
 __all__ = ["DCGAN", "GAN", "MLPGAN", "AdversarialAutoencoder", "AutoregressiveImageModel", "Autoencoder",
            "CycleGAN", "GatedPixelCNN", "ImageTranslator", "LikelihoodEstimate", "Pix2Pix", "PixelCNN", "PixelCNNpp",
-           "PixelVAE", "VAE"]
+           "PixelVAE", "ProgressiveGAN", "VAE"]

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_patch_layers,
+from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_norm, check_patch_layers,
                                         default_patch_layers, init_weights)
-from fastgen.nn import InstanceNormAct
+from fastgen.nn import InstanceNormAct, spectral_normalize
 from fastgen.ops import gan_loss
 
 
@@ -85,11 +85,12 @@ class CycleGAN(ImageTranslator):
             half the image).
         cycle_weight: lambda, the weight of the cycle-consistency terms (10).
         identity_weight: the identity terms' weight as a fraction of lambda (0.5; 0 turns them off).
+        norm: the discriminators' normalisation, ``"instance"`` (the paper's) or ``"spectral"``.
     """
 
     def __init__(self, source_channels: int = 1, target_channels: int = 1, levels: int = 256, image_size: int = 32, *,
                  width: int = 64, blocks: int = 6, patch_layers: int | None = None, cycle_weight: float = 10.0,
-                 identity_weight: float = 0.5):
+                 identity_weight: float = 0.5, norm: str = "instance"):
         super().__init__(source_channels, target_channels, levels, image_size)
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4 (the generators halve it twice), got {image_size}")
@@ -104,17 +105,21 @@ class CycleGAN(ImageTranslator):
             raise ValueError(f"the identity loss feeds each generator images of its target domain, so it needs "
                              f"equal channel counts (source_channels={source_channels}, target_channels="
                              f"{target_channels}); pass identity_weight=0")
+        check_norm(norm)
         patch_layers = default_patch_layers(image_size) if patch_layers is None else patch_layers
         check_patch_layers(patch_layers, image_size)
         self._config = dict(source_channels=source_channels, target_channels=target_channels, levels=levels,
                             image_size=image_size, width=width, blocks=blocks, patch_layers=patch_layers,
-                            cycle_weight=float(cycle_weight), identity_weight=float(identity_weight))
+                            cycle_weight=float(cycle_weight), identity_weight=float(identity_weight), norm=norm)
         self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
         self.generator_ab = ResnetGenerator(source_channels, target_channels, width, blocks)
         self.generator_ba = ResnetGenerator(target_channels, source_channels, width, blocks)
-        self.discriminator_a = PatchDiscriminator(source_channels, width, patch_layers)
-        self.discriminator_b = PatchDiscriminator(target_channels, width, patch_layers)
+        self.discriminator_a = PatchDiscriminator(source_channels, width, patch_layers, norm)
+        self.discriminator_b = PatchDiscriminator(target_channels, width, patch_layers, norm)
         init_weights(self)
+        if norm == "spectral":
+            for discriminator in self.discriminators:
+                spectral_normalize(discriminator)
 
     @property
     def generators(self) -> list[nn.Module]:

@@ -19,12 +19,14 @@ from torch import nn
 
 from fastgen._core import decode_levels, encode_levels
 from fastgen.models._checks import check_images, check_labels
+from fastgen.nn import spectral_normalize
 from fastgen.ops import gradient_penalty
 from fastgen.reference.gan_loss import KINDS
 from fastgen.sampling import eval_mode
 
 CONDITIONINGS = ("projection", "concat")
-NORMS = ("batch", "layer", "none")
+NORMS = ("batch", "layer", "spectral", "none")
+MLP_NORMS = ("spectral", "none")
 
 
 def _upsamplings(size: int) -> tuple[int, int]:
@@ -41,7 +43,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "layer":  # per-sample normalisation: what a WGAN-GP critic needs (no batch coupling)
         return nn.GroupNorm(1, channels)
-    return nn.Identity()
+    return nn.Identity()  # "none", and "spectral", which normalises the weights instead (spectral_normalize)
 
 
 def _logit(discriminator: nn.Module, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -95,7 +97,7 @@ class DCGANDiscriminator(nn.Module):
         for i in range(steps):
             out = width * 2 ** min(3, i)
             first = i == 0 and steps >= 2
-            layers += [nn.Conv2d(c, out, 4, 2, 1, bias=first or norm == "none"),
+            layers += [nn.Conv2d(c, out, 4, 2, 1, bias=first or norm in ("none", "spectral")),
                        *([] if first else [_norm(norm, out)]), nn.LeakyReLU(0.2)]
             c = out
         self.features = nn.Sequential(*layers, nn.Flatten())
@@ -192,6 +194,12 @@ class GAN(nn.Module):
         """Images in [-1, 1] quantised to integer levels (a ValueError for NaN or infinite values)."""
         return decode_levels(images, self.levels)
 
+    def training_view(self, real: torch.Tensor) -> torch.Tensor:
+        """Real images in [-1, 1] (from ``to_unit``) as the discriminator is shown them in training.
+        The images themselves here; a model whose discriminator reads another form of them (the
+        progressive GAN's current, lower resolution) overrides this."""
+        return real
+
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I), (n, latent_dim), on the model's device and in its dtype (drawn in float32, so
         that a seed gives the same latents whatever the dtype)."""
@@ -213,12 +221,17 @@ class GAN(nn.Module):
         return self.discriminator(images, check_labels(labels, images.shape[0], self.n_classes))
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None, *,
-                         weight: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                         weight: float = 10.0, generator: torch.Generator | None = None,
+                         alpha: torch.Tensor | None = None) -> torch.Tensor:
         """WGAN-GP's penalty: ``fastgen.ops.gradient_penalty`` of the critic's gradient at random
-        points x_hat = a * real + (1 - a) * fake (one a ~ U(0, 1) per sample), taken with
-        create_graph so that the penalty trains the critic (a double backward)."""
-        alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device,
-                           dtype=real.dtype)
+        points x_hat = a * real + (1 - a) * fake (one a ~ U(0, 1) per sample, or the given ``alpha``
+        (N,)), taken with create_graph so that the penalty trains the critic (a double backward)."""
+        if alpha is None:
+            alpha = torch.rand(real.shape[0], generator=generator, device=real.device)
+        elif not isinstance(alpha, torch.Tensor) or alpha.shape != (real.shape[0],):
+            raise ValueError(f"alpha must be a tensor of shape ({real.shape[0]},) (one weight per sample), got "
+                             f"{tuple(alpha.shape) if isinstance(alpha, torch.Tensor) else type(alpha).__name__}")
+        alpha = alpha.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
         x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
         (grad,) = torch.autograd.grad(self.discriminate(x_hat, labels).sum(), x_hat, create_graph=True)
         return gradient_penalty(grad, weight=weight)
@@ -251,7 +264,8 @@ class DCGAN(GAN):
         n_classes: class-conditional generator and discriminator.
         loss: the ``gan_loss`` kind used to train it.
         conditioning: ``"projection"`` or ``"concat"`` (the discriminator's use of the label).
-        norm: the discriminator's normalisation, ``"batch"`` (DCGAN), ``"layer"`` or ``"none"``
+        norm: the discriminator's normalisation, ``"batch"`` (DCGAN), ``"layer"``, ``"spectral"``
+            (spectral normalisation of every weight, Miyato et al., 2018; see ``spectral_normalize``) or ``"none"``
             (a WGAN-GP critic must not couple the samples of a batch: use "layer" or "none").
     """
 
@@ -273,18 +287,25 @@ class DCGAN(GAN):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.normal_(module.weight, 1.0, 0.02)
                 nn.init.zeros_(module.bias)
+        if norm == "spectral":  # after the initialisation, which writes the weights it then normalises
+            spectral_normalize(self.discriminator)
 
 
 class MLPGAN(GAN):
-    """A GAN of fully connected networks (Goodfellow et al., 2014), for small images."""
+    """A GAN of fully connected networks (Goodfellow et al., 2014), for small images; ``norm``
+    ``"spectral"`` spectrally normalises the discriminator's weights."""
 
     def __init__(self, in_channels: int = 1, levels: int = 256, image_size: int = 28, *, latent_dim: int = 64,
                  hidden: int = 256, n_classes: int | None = None, loss: str = "non_saturating",
-                 conditioning: str = "projection"):
+                 conditioning: str = "projection", norm: str = "none"):
         super().__init__(in_channels, levels, image_size, latent_dim, n_classes, loss)
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if norm not in MLP_NORMS:
+            raise ValueError(f"norm must be one of {MLP_NORMS} (the MLP discriminator's weights), got {norm!r}")
         self._config = dict(in_channels=in_channels, levels=levels, image_size=image_size, latent_dim=latent_dim,
-                            hidden=hidden, n_classes=n_classes, loss=loss, conditioning=conditioning)
+                            hidden=hidden, n_classes=n_classes, loss=loss, conditioning=conditioning, norm=norm)
         self.generator = MLPGenerator(latent_dim, self.shape, hidden, n_classes)
         self.discriminator = MLPDiscriminator(self.shape, hidden, n_classes, conditioning)
+        if norm == "spectral":
+            spectral_normalize(self.discriminator)

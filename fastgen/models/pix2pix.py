@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_patch_layers,
+from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_norm, check_patch_layers,
                                         default_patch_layers, init_weights)
-from fastgen.nn import InstanceNormAct
+from fastgen.nn import InstanceNormAct, spectral_normalize
 from fastgen.ops import gan_loss
 from fastgen.reference.gan_loss import KINDS
 
@@ -85,11 +85,12 @@ class Pix2Pix(ImageTranslator):
         loss: the ``gan_loss`` kind of the adversarial terms (``"lsgan"``'s generator term is
             (1/2) E (D - 1)^2, half the MSE of pix2pix's code, so L1 weighs relatively twice as much).
         dropout: the decoder's dropout probability (0 turns the noise off).
+        norm: the discriminator's normalisation, ``"instance"`` (the paper's) or ``"spectral"``.
     """
 
     def __init__(self, source_channels: int = 1, target_channels: int = 1, levels: int = 256, image_size: int = 32, *,
                  width: int = 64, patch_layers: int | None = None, l1_weight: float = 100.0,
-                 loss: str = "non_saturating", dropout: float = 0.5):
+                 loss: str = "non_saturating", dropout: float = 0.5, norm: str = "instance"):
         super().__init__(source_channels, target_channels, levels, image_size)
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"width must be a positive integer, got {width!r}")
@@ -99,15 +100,18 @@ class Pix2Pix(ImageTranslator):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_norm(norm)
         patch_layers = default_patch_layers(image_size) if patch_layers is None else patch_layers
         check_patch_layers(patch_layers, image_size)
         self._config = dict(source_channels=source_channels, target_channels=target_channels, levels=levels,
                             image_size=image_size, width=width, patch_layers=patch_layers, l1_weight=float(l1_weight),
-                            loss=loss, dropout=float(dropout))
+                            loss=loss, dropout=float(dropout), norm=norm)
         self.l1_weight, self.loss_kind = float(l1_weight), loss
         self.generator = UNetGenerator(source_channels, target_channels, image_size, width, dropout)
-        self.discriminator = PatchDiscriminator(source_channels + target_channels, width, patch_layers)
+        self.discriminator = PatchDiscriminator(source_channels + target_channels, width, patch_layers, norm)
         init_weights(self)
+        if norm == "spectral":
+            spectral_normalize(self.discriminator)
 
     @property
     def generators(self) -> list[nn.Module]:

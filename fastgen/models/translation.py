@@ -46,22 +46,38 @@ def default_patch_layers(image_size: int) -> int:
     return layers
 
 
+DISCRIMINATOR_NORMS = ("instance", "spectral")
+
+
+def check_norm(norm: object) -> str:
+    if norm not in DISCRIMINATOR_NORMS:
+        raise ValueError(f"norm must be one of {DISCRIMINATOR_NORMS} (the discriminators' normalisation), "
+                         f"got {norm!r}")
+    return norm
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al., 2017): images (N, C, H, W) in [-1, 1] -> a map of logits (N, 1, h, w),
     each judging one patch of ``patch_receptive_field(layers)`` pixels. ``layers`` 4x4 stride-2
     convolutions (width, 2 width, ... at most 8 width), then a stride-1 one and a 1-channel
-    stride-1 output; instance norm and LeakyReLU(0.2) after all but the first and the last."""
+    stride-1 output; instance norm and LeakyReLU(0.2) after all but the first and the last
+    (``norm="instance"``), or LeakyReLU alone with every weight spectrally normalised
+    (``norm="spectral"``: call ``spectral_normalize`` on it after initialising the weights)."""
 
-    def __init__(self, channels: int, width: int = 64, layers: int = 3):
+    def __init__(self, channels: int, width: int = 64, layers: int = 3, norm: str = "instance"):
         super().__init__()
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"patch layers must be a positive integer, got {layers!r}")
+        check_norm(norm)
         blocks: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
         c = width
         for i in range(1, layers + 1):
             out = width * 2 ** min(i, 3)
             stride = 2 if i < layers else 1
-            blocks += [nn.Conv2d(c, out, 4, stride, 1, bias=False), InstanceNormAct(out, act="leaky_relu")]
+            if norm == "instance":
+                blocks += [nn.Conv2d(c, out, 4, stride, 1, bias=False), InstanceNormAct(out, act="leaky_relu")]
+            else:
+                blocks += [nn.Conv2d(c, out, 4, stride, 1), nn.LeakyReLU(0.2)]
             c = out
         blocks.append(nn.Conv2d(c, 1, 4, 1, 1))
         self.body = nn.Sequential(*blocks)

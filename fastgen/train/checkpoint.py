@@ -38,7 +38,8 @@ RUN_CONFIG_FORMAT = "fastgen-run-config"
 CONFIG, WEIGHTS, EMA_WEIGHTS, TRAINING = "config.json", "model.safetensors", "ema.safetensors", "training.pt"
 MODEL_TYPES = {cls.__name__: cls for cls in (models.PixelCNN, models.GatedPixelCNN, models.PixelCNNpp, models.VAE,
                                                models.Autoencoder, models.PixelVAE, models.AdversarialAutoencoder,
-                                               models.DCGAN, models.MLPGAN, models.Pix2Pix, models.CycleGAN)}
+                                               models.DCGAN, models.MLPGAN, models.ProgressiveGAN, models.Pix2Pix,
+                                               models.CycleGAN)}
 MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few kB; a bigger one is not ours
 
 

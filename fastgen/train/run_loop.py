@@ -38,21 +38,24 @@ class RunLoop:
         run needs ``resume`` (continue from ``out_dir/last``) or ``overwrite`` (delete the run's
         checkpoints, metrics and grids first); ``resume`` needs ``out_dir/last``. A trainer that
         has trained already continues in memory. Raises TrainingDiverged when the run diverges."""
-        cfg = self.config
         if self.step == 0 or resume or overwrite:
             self._start(resume, overwrite)
-        if resume and self.epoch >= cfg.epochs:
-            warnings.warn(f"{self.out_dir}: the run has trained {self.epoch} epochs already (epochs={cfg.epochs}); "
+        if resume and self.epoch >= self._epochs():
+            warnings.warn(f"{self.out_dir}: the run has trained {self.epoch} epochs already (epochs={self._epochs()}); "
                           "nothing to do", stacklevel=2)
         self.log = MetricsLog(self.out_dir) if self.rank == 0 else None
         self.model.train()
         try:
-            while self.epoch < cfg.epochs:
+            while self.epoch < self._epochs():
                 self._train_epoch()
         finally:
             if self.log:
                 self.log.close()
         return self.history
+
+    def _epochs(self) -> int:
+        """The epochs of the whole run (the progressive GAN trainer's epochs are its stages)."""
+        return self.config.epochs
 
     def _check_finite(self, what: str, value: float) -> None:
         """Stop the run (TrainingDiverged) when ``value`` (a loss, a gradient norm) is NaN or infinite."""

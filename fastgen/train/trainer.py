@@ -115,20 +115,17 @@ def resumed_config_changes(path: str, saved: object, config: Any, fixed: tuple[s
     """The hyper-parameters in ``noted`` whose value differs from the checkpoint's ``train_config``
     (as {name: (saved, new)}). Those in ``fixed`` must not differ: the batch order and the position
     in an epoch depend on them, so the resume would not be exact."""
+    def plain(value: Any) -> Any:  # a tuple of the config is a list in its JSON
+        return list(value) if isinstance(value, (list, tuple)) else value
+
     if not isinstance(saved, dict):
         return {}
     for name in fixed:
-        if name in saved and saved[name] != getattr(config, name):
+        if name in saved and plain(saved[name]) != plain(getattr(config, name)):
             raise CheckpointError(f"{path}: the run was trained with {name}={saved[name]!r}, not "
                                   f"{getattr(config, name)!r}; a resume continues it exactly, so {name} must stay")
-    changes = {}
-    for name in noted:
-        new = getattr(config, name)
-        old = saved.get(name)
-        if name in saved and (list(old) if isinstance(old, (list, tuple)) else old) != \
-                (list(new) if isinstance(new, (list, tuple)) else new):
-            changes[name] = (old, new)
-    return changes
+    return {name: (saved[name], getattr(config, name)) for name in noted
+            if name in saved and plain(saved[name]) != plain(getattr(config, name))}
 
 
 def warn_changes(path: str, changes: dict[str, tuple[Any, Any]], step: int) -> None:
