@@ -1,5 +1,6 @@
 """The benchmark harness at tiny sizes, so it cannot rot. Figures come from `make bench`, not here."""
 import csv
+import os
 
 from bench.__main__ import OPS, main
 from bench.harness import COLUMNS
@@ -116,3 +117,30 @@ def test_translation_step_benchmark_runs(tmp_path, capsys):
     rows = list(csv.DictReader(out.open()))
     assert {(r["model"], r["provider"]) for r in rows} == {(m, p) for m in ("Pix2Pix", "CycleGAN")
                                                           for p in ("plain", "fastgen")}
+
+
+def test_progan_step_benchmark_runs(tmp_path):
+    """A tiny ProgressiveGAN's step at three stages, fastgen against every op as its reference; the
+    script stops if their first losses differ."""
+    import bench.bench_progan_step as bench_step
+
+    out = tmp_path / "progan.csv"
+    assert bench_step.main(["--quick", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["stage"][0], r["provider"]) for r in rows] == [(s, p) for s in "012" for p in ("plain", "fastgen")]
+    assert all(0 < float(r["ops_share"]) < 1 for r in rows if r["provider"] == "fastgen")
+
+
+def test_progan_digits_report_runs(tmp_path, monkeypatch):
+    """The figures' script end to end on a tiny schedule (its numbers mean nothing at this size)."""
+    import bench.progan_digits as figures
+
+    monkeypatch.setattr(figures, "PROGAN", {"latent_dim": 8, "max_channels": 4})
+    monkeypatch.setattr(figures, "DOCS_DIR", str(tmp_path / "docs"))
+    (tmp_path / "docs").mkdir()
+    out = tmp_path / "report.txt"
+    assert figures.main(["--fade-images", "64", "--stable-images", "64", "--dcgan-epochs", "1", "--work",
+                         str(tmp_path / "work"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "EMA generator" in text and "trained generator" in text and text.count("seed ") == 3
+    assert sorted(os.listdir(tmp_path / "docs")) == [f"progan-digits-stage-{s}.png" for s in (1, 2, 3, 4)]

@@ -32,11 +32,17 @@ def test_ema_follows_each_generator_step(tmp_path):
     start = _state(G)
     trainer.train_step(torch.arange(32))  # discriminator only: the average stays
     assert all(torch.equal(trainer.ema.average[k], v) for k, v in start.items())
-    trainer.step += 1
-    trainer.train_step(torch.arange(32))  # the generator steps: average = 0.9 * start + 0.1 * new
-    for k, v in G.state_dict().items():
-        if v.is_floating_point():
-            torch.testing.assert_close(trainer.ema.average[k], 0.9 * start[k] + 0.1 * v)
+    assert trainer.ema.updates == 0 and trainer.ema.current_decay() == pytest.approx(0.1)  # warm-up: 1 / 10
+    for _ in range(30):
+        trainer.step += 1
+        before = {k: v.clone() for k, v in trainer.ema.average.items()}
+        decay = min(0.9, (1 + trainer.ema.updates) / (10 + trainer.ema.updates))
+        stepped = "g" in trainer.train_step(torch.arange(32))  # every other step updates the generator
+        for k, v in G.state_dict().items():
+            if v.is_floating_point():  # average = decay * before + (1 - decay) * new, or unchanged
+                want = decay * before[k] + (1 - decay) * v if stepped else before[k]
+                torch.testing.assert_close(trainer.ema.average[k], want)
+    assert trainer.ema.updates == 15 and trainer.ema.current_decay() == pytest.approx(16 / 25)  # every other step
     assert not torch.equal(trainer.ema.average["body.0.weight"], G.state_dict()["body.0.weight"])
 
 
@@ -49,6 +55,7 @@ def test_ema_is_saved_resumed_and_loaded(tmp_path):
     resumed.fit(resume=True)
     for k, v in straight.ema.average.items():
         assert torch.equal(resumed.ema.average[k], v), k
+    assert resumed.ema.updates == straight.ema.updates == 8
     for k, v in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
     averaged = fastgen.load(str(tmp_path / "a" / "last"))

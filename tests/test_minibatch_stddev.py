@@ -318,6 +318,17 @@ def test_triton_float64_eps_is_exact():
 
 # -- bad input ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("make_impl", IMPLS)
+@pytest.mark.parametrize("group_size", [2**62, 2**63 - 1])
+def test_the_largest_int64_group_sizes_mean_one_group(make_impl, group_size):
+    device, forward, backward = make_impl()
+    x = torch.randn(6, 3, 2, 5, device=device, dtype=torch.float64) + 0.5
+    torch.testing.assert_close(forward(x, group_size, EPS), minibatch_stddev_reference(x, 6, eps=EPS))
+    grad = torch.randn(6, 4, 2, 5, device=device, dtype=torch.float64)
+    torch.testing.assert_close(backward(grad, x, group_size, EPS),
+                               minibatch_stddev_backward_reference(grad, x, 6, EPS))
+
+
 def _r(*shape, **kw):
     return torch.randn(*shape, **kw)
 
@@ -333,7 +344,7 @@ class TestBadInput:
         (([[1.0]],), {}, TypeError, "x must be a torch.Tensor"),
         ((_r(2, 3, 4, 4), 0), {}, ValueError, "group_size must be >= 1"),
         ((_r(2, 3, 4, 4), -4), {}, ValueError, "group_size must be >= 1"),
-        ((_r(2, 3, 4, 4), 2**63), {}, ValueError, r"group_size must be >= 1 and < 2\*\*62"),
+        ((_r(2, 3, 4, 4), 2**63), {}, ValueError, r"group_size must be >= 1 and < 2\*\*63"),
         ((_r(2, 3, 4, 4), 2.0), {}, TypeError, "group_size must be an int"),
         ((_r(2, 3, 4, 4), True), {}, TypeError, "group_size must be an int"),
         ((_r(2, 3, 4, 4),), dict(eps=0.0), ValueError, "eps must be positive"),

@@ -79,8 +79,8 @@ def _check_common(x, group_size) -> None:
                          f"got shape {tuple(x.shape)}")
     if not isinstance(group_size, int) or isinstance(group_size, bool):
         raise TypeError(f"group_size must be an int, got {type(group_size).__name__} {group_size!r}")
-    if not 1 <= group_size < 2**62:  # the schema's int is int64; any size above N means one group
-        raise ValueError(f"group_size must be >= 1 and < 2**62, got {group_size}")
+    if not 1 <= group_size < 2**63:  # the schema's int is int64; any size above N means one group
+        raise ValueError(f"group_size must be >= 1 and < 2**63 (an int64), got {group_size}")
 
 
 def check_minibatch_stddev_args(x, group_size, eps) -> None:

@@ -60,8 +60,9 @@ class GANTrainConfig:
         drift: weight of the drift term ``drift * mean(D(real)^2)`` that keeps a Wasserstein
             critic's scores near 0 (Karras et al. use 0.001; 0: none).
         ema_decay: keep an exponential moving average of the generator's weights with this decay
-            (e.g. 0.999), updated after every generator step and used for grids, evaluation and
-            ``fastgen.load`` (None: off).
+            (e.g. 0.999), updated after every generator step (warmed up: update t decays by
+            min(ema_decay, (1 + t) / (10 + t)), see ``fastgen.train.EMA``) and used for grids,
+            evaluation and ``fastgen.load`` (None: off).
         amp: run both networks under bfloat16 autocast (weights, gradients, optimisers and the
             losses stay float32).
         seed: seeds the batch order, the global RNG and the grid's fixed latent noise.
@@ -168,7 +169,7 @@ class GANTrainer(RunLoop):
         cfg = self.config
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_generator, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
-        self.ema = EMA(model.generator, cfg.ema_decay) if cfg.ema_decay else None
+        self.ema = EMA(model.generator, cfg.ema_decay, warmup=True) if cfg.ema_decay else None
         self.history = GANHistory()
         self.epoch = self.step_in_epoch = self.step = 0
         self.epoch_losses: dict[str, list[float]] = {"d": [], "g": []}
@@ -194,7 +195,8 @@ class GANTrainer(RunLoop):
         """What a checkpoint's config records beside the weights (subclasses add their own)."""
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                 "train_images": len(self.train_data), "epoch_losses": self.epoch_losses,
-                "history": asdict(self.history), "train_config": asdict(self.config)}
+                "history": asdict(self.history), "train_config": asdict(self.config),
+                "ema_updates": self.ema.updates if self.ema is not None else 0}
 
     def save(self, path: str | None = None) -> None:
         """Write a checkpoint directory (default ``out_dir/last``) that ``resume`` continues exactly
@@ -230,6 +232,9 @@ class GANTrainer(RunLoop):
             raise CheckpointError(f"{file}: \"epoch_losses\" must hold the lists d and g")
         epoch_losses = {k: float_list(file, f"epoch_losses.{k}", v) for k, v in losses.items()}
         history = GANHistory.from_checkpoint(file, meta.get("history"))
+        updates = meta.get("ema_updates", 0)
+        if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+            raise CheckpointError(f"{file}: \"ema_updates\" must be a non-negative integer, got {updates!r}")
         load_training_states(checkpoint, training, {"opt_g": self.opt_g, "opt_d": self.opt_d},
                              "state of the two optimisers")
         apply_resume(checkpoint, training, self.model)
@@ -237,6 +242,7 @@ class GANTrainer(RunLoop):
             saved = checkpoint.ema_weights
             self.ema.load_state_dict({k[len("generator."):]: v for k, v in saved.items() if k.startswith("generator.")}
                                      if saved is not None else self.model.generator.state_dict())
+            self.ema.updates = updates if saved is not None else 0
         cfg = self.config
         for optimizer, lr in ((self.opt_g, cfg.lr_generator), (self.opt_d, cfg.lr_discriminator)):
             for group in optimizer.param_groups:  # the new values when they changed, the saved ones otherwise
