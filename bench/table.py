@@ -59,14 +59,17 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("csv", nargs="*", help="result files (default: every bench/results/*.csv)")
+    parser.add_argument("csv", nargs="*", help="result files (default: every op benchmark in bench/results/*.csv)")
     parser.add_argument("--commit", default=None, help="the run of this commit (default: the newest run)")
     parser.add_argument("--op", action="append", help="only these ops (repeatable)")
     args = parser.parse_args(argv)
     paths = args.csv or sorted(glob.glob(os.path.join(RESULTS_DIR, "*.csv")))
     for path in paths:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if "op" not in (reader.fieldnames or ()):  # another benchmark's results (quality, training steps)
+            continue
         if args.commit:
             rows = [r for r in rows if r["commit"] == args.commit]
         if args.op:

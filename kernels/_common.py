@@ -103,6 +103,15 @@ def dot_precision(device: torch.device) -> str:
 
 
 @triton.jit
+def scalar_arg(value, s_ptr, INDEX: tl.constexpr, IN_MEMORY: tl.constexpr):
+    """The float argument ``value``, or entry INDEX of the float64 scalars at s_ptr (float64
+    kernels pass their scalars in memory: a Python float argument is float32 in the kernel)."""
+    if IN_MEMORY:
+        value = tl.load(s_ptr + INDEX)
+    return value
+
+
+@triton.jit
 def clamp(v, lo, hi):
     """torch.clamp: NaN stays NaN (tl.minimum and tl.maximum may drop it on GPUs)."""
     return tl.where(v < lo, lo, tl.where(v > hi, hi, v))

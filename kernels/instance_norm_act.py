@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_output_mask, check_same, check_scalar, check_tensor, compute_dtype, require
+from ._common import (check_output_mask, check_same, check_scalar, check_tensor, compute_dtype, require,
+                      scalar_arg)
 
 ACTIVATIONS = ("relu", "leaky_relu", "none")  # the kernels' ACT is the index in this tuple
 
@@ -43,14 +44,6 @@ def _act_backward(z, g, slope, ACT: tl.constexpr):
 
 
 @triton.jit
-def _scalar(value, s_ptr, INDEX: tl.constexpr, IN_MEMORY: tl.constexpr):
-    """The float argument ``value``, or entry INDEX of the float64 scalars at s_ptr."""
-    if IN_MEMORY:
-        value = tl.load(s_ptr + INDEX)
-    return value
-
-
-@triton.jit
 def _channel_value(ptr, c, default, HAS: tl.constexpr, ACC: tl.constexpr):
     v = default
     if HAS:
@@ -65,8 +58,8 @@ def _instance_norm_act_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, y_ptr, mean_ptr, r
     plane = tl.program_id(0).to(tl.int64)  # n * C + c
     c = plane % C
     base = plane * HW
-    eps = _scalar(eps, s_ptr, 0, SCALARS_IN_MEMORY)
-    slope = _scalar(slope, s_ptr, 1, SCALARS_IN_MEMORY)
+    eps = scalar_arg(eps, s_ptr, 0, SCALARS_IN_MEMORY)
+    slope = scalar_arg(slope, s_ptr, 1, SCALARS_IN_MEMORY)
     total = tl.zeros((BLOCK,), dtype=ACC)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
@@ -102,7 +95,7 @@ def _instance_norm_act_bwd_kernel(g_ptr, x_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr
     plane = tl.program_id(0).to(tl.int64)
     c = plane % C
     base = plane * HW
-    slope = _scalar(slope, s_ptr, 1, SCALARS_IN_MEMORY)
+    slope = scalar_arg(slope, s_ptr, 1, SCALARS_IN_MEMORY)
     mean = tl.load(mean_ptr + plane).to(ACC)
     rstd = tl.load(rstd_ptr + plane).to(ACC)
     w = _channel_value(w_ptr, c, 1.0, HAS_W, ACC)

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_same, check_scalar, check_tensor, compute_dtype, require
+from ._common import check_same, check_scalar, check_tensor, compute_dtype, require, scalar_arg
 
 
 @triton.jit
@@ -24,14 +24,6 @@ def _activate(x, slope, ACT: tl.constexpr):
     if ACT:
         x = tl.where(x > 0, x, x * slope)
     return x
-
-
-@triton.jit
-def _scalar(value, s_ptr, INDEX: tl.constexpr, IN_MEMORY: tl.constexpr):
-    """The float argument ``value``, or entry INDEX of the float64 scalars at s_ptr."""
-    if IN_MEMORY:
-        value = tl.load(s_ptr + INDEX)
-    return value
 
 
 @triton.jit
@@ -44,8 +36,8 @@ def _pixel_norm_fwd_kernel(x_ptr, s_ptr, y_ptr, rstd_ptr, C, S, tiles, eps, slop
     offs_s = (pid % tiles) * BLOCK_S + tl.arange(0, BLOCK_S)
     ok_s = offs_s < S
     base = n * C * S
-    eps = _scalar(eps, s_ptr, 0, SCALARS_IN_MEMORY)
-    slope = _scalar(slope, s_ptr, 1, SCALARS_IN_MEMORY)
+    eps = scalar_arg(eps, s_ptr, 0, SCALARS_IN_MEMORY)
+    slope = scalar_arg(slope, s_ptr, 1, SCALARS_IN_MEMORY)
     total = tl.zeros((BLOCK_S,), dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
@@ -77,7 +69,7 @@ def _pixel_norm_bwd_kernel(g_ptr, x_ptr, rstd_ptr, s_ptr, gx_ptr, C, S, tiles, s
     offs_s = (pid % tiles) * BLOCK_S + tl.arange(0, BLOCK_S)
     ok_s = offs_s < S
     base = n * C * S
-    slope = _scalar(slope, s_ptr, 1, SCALARS_IN_MEMORY)
+    slope = scalar_arg(slope, s_ptr, 1, SCALARS_IN_MEMORY)
     r = tl.load(rstd_ptr + n * S + offs_s, mask=ok_s, other=0.0).to(ACC)
     dot = tl.zeros((BLOCK_S,), dtype=ACC)
     for c0 in range(0, C, BLOCK_C):

@@ -7,6 +7,7 @@ import os
 import tempfile
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # No test writes into the user's cache (e.g. the digits feature network of fastgen.metrics).
 os.environ.setdefault("FASTGEN_CACHE_DIR", tempfile.mkdtemp(prefix="fastgen-test-cache-"))
@@ -106,3 +107,20 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert list(a) == list(b)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+class FastgenOpLog(TorchDispatchMode):
+    """Records the fastgen ops a block calls: ``names`` in order, ``calls`` as (name, args)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fastgen":
+            self.calls.append((func.__name__.split(".")[0], args))
+        return func(*args, **(kwargs or {}))

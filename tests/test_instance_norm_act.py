@@ -7,7 +7,6 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastgen
 from fastgen.nn import InstanceNormAct
@@ -17,8 +16,8 @@ from fastgen.reference.instance_norm_act import (
     instance_norm_act_reference,
     instance_norm_stats_reference,
 )
-from tests.conftest import DEVICES, DTYPES, HAS_TRITON, assert_matches_reference, compiled_cpu, op_implementations, \
-    tolerances
+from tests.conftest import (DEVICES, DTYPES, HAS_TRITON, FastgenOpLog, assert_matches_reference,
+                            compiled_cpu, op_implementations, tolerances)
 from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
@@ -172,19 +171,6 @@ def test_public_function_is_torch_instance_norm_then_activation(device, act):
         lambda: torch_instance_norm_act(x, weight, bias, act, eps=1e-3), [x, weight, bias])
 
 
-class _OpLog(TorchDispatchMode):
-    """Records the fastgen ops a block calls, with their arguments."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fastgen":
-            self.calls.append((func.__name__.split(".")[0], args))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("wanted", [("x",), ("weight",), ("bias",), ("weight", "bias"), ("x", "bias")])
 def test_backward_computes_only_the_gradients_needed(wanted):
     x, weight, bias, act = sample_inputs(((2, 5, 7, 9), "both", "leaky_relu"))
@@ -192,7 +178,7 @@ def test_backward_computes_only_the_gradients_needed(wanted):
     inputs = {n: t.requires_grad_(n in wanted) for n, t in zip(names, (x, weight, bias))}
     y = fastgen.ops.instance_norm_act(*inputs.values(), act=act)
     grad_out = torch.randn_like(y)
-    with _OpLog() as log:
+    with FastgenOpLog() as log:
         grads = torch.autograd.grad(y, [inputs[n] for n in wanted], grad_out)
     (backward_args,) = [args for name, args in log.calls if name == "instance_norm_act_backward"]
     assert backward_args[-1] == [n in wanted for n in names]
@@ -204,9 +190,9 @@ def test_backward_computes_only_the_gradients_needed(wanted):
 
 def test_no_backward_without_gradients():
     x, weight, bias, act = sample_inputs(SAMPLES[0])
-    with _OpLog() as log:
+    with FastgenOpLog() as log:
         y = fastgen.ops.instance_norm_act(x, weight, bias, act=act)
-    assert y.grad_fn is None and [name for name, _ in log.calls] == ["instance_norm_act"]
+    assert y.grad_fn is None and log.names == ["instance_norm_act"]
 
 
 def test_saves_inputs_and_statistics_only():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastgen
 from fastgen.reference.minibatch_stddev import (
@@ -12,8 +11,8 @@ from fastgen.reference.minibatch_stddev import (
     minibatch_stddev_backward_reference,
     minibatch_stddev_reference,
 )
-from tests.conftest import DEVICES, DTYPES, HAS_TRITON, assert_matches_reference, compiled_cpu, op_implementations, \
-    tolerances
+from tests.conftest import (DEVICES, DTYPES, HAS_TRITON, FastgenOpLog, assert_matches_reference,
+                            compiled_cpu, op_implementations, tolerances)
 from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
@@ -156,32 +155,20 @@ def test_public_function_is_the_papers_code(device):
                              lambda: paper_minibatch_stddev(x, 4, eps=1e-3), [x])
 
 
-class _OpLog(TorchDispatchMode):
-    """Records the fastgen ops a block calls."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fastgen":
-            self.calls.append(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
 
 def test_one_op_each_way_saving_only_x():
     x, group_size = sample_inputs(SAMPLES[0])
-    with _OpLog() as log:
+    with FastgenOpLog() as log:
         y = fastgen.ops.minibatch_stddev(x, group_size)
-    assert y.grad_fn is None and log.calls == ["minibatch_stddev"]
+    assert y.grad_fn is None and log.names == ["minibatch_stddev"]
     x.requires_grad_(True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = fastgen.ops.minibatch_stddev(x, group_size)
     assert len(saved) == 1 and saved[0] is x
-    with _OpLog() as log:
+    with FastgenOpLog() as log:
         y.backward(torch.randn_like(y))
-    assert log.calls == ["minibatch_stddev_backward"]
+    assert log.names == ["minibatch_stddev_backward"]
 
 
 @pytest.mark.parametrize("device", DEVICES)

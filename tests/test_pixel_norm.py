@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastgen
 from fastgen.reference.pixel_norm import (
@@ -14,8 +13,8 @@ from fastgen.reference.pixel_norm import (
     pixel_norm_reference,
     pixel_norm_rstd_reference,
 )
-from tests.conftest import DEVICES, DTYPES, HAS_TRITON, assert_matches_reference, compiled_cpu, op_implementations, \
-    tolerances
+from tests.conftest import (DEVICES, DTYPES, HAS_TRITON, FastgenOpLog, assert_matches_reference,
+                            compiled_cpu, op_implementations, tolerances)
 from tests.fuzz_ops import kernel_refusal_tests
 
 ops = torch.ops.fastgen
@@ -135,29 +134,17 @@ def test_public_function_is_the_papers_formula(device):
                              lambda: paper_pixel_norm(x, SLOPE, eps=1e-3), [x])
 
 
-class _OpLog(TorchDispatchMode):
-    """Records the fastgen ops a block calls."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fastgen":
-            self.calls.append(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
 
 def test_one_op_each_way_and_no_backward_without_gradients():
     x, slope = sample_inputs(SAMPLES[1])
-    with _OpLog() as log:
+    with FastgenOpLog() as log:
         y = fastgen.ops.pixel_norm(x, negative_slope=slope)
-    assert y.grad_fn is None and log.calls == ["pixel_norm"]
+    assert y.grad_fn is None and log.names == ["pixel_norm"]
     x.requires_grad_(True)
     y = fastgen.ops.pixel_norm(x, negative_slope=slope)
-    with _OpLog() as log:
+    with FastgenOpLog() as log:
         y.backward(torch.randn_like(y))
-    assert log.calls == ["pixel_norm_backward"]
+    assert log.names == ["pixel_norm_backward"]
 
 
 def test_saves_x_and_rstd_only():

@@ -63,6 +63,23 @@ def shard(index: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return index[n * rank // world: n * (rank + 1) // world]
 
 
+def shard_weight(part: int, world: int, total: int) -> float:
+    """The factor on a shard's mean loss (``part`` of the ``total`` samples of the global batch)
+    that makes the mean over the ``world`` processes of the weighted shard means the global batch's
+    mean, whatever the shards' sizes."""
+    return part * world / total
+
+
+def global_mean(loss: torch.Tensor, world: int) -> float:
+    """The global batch's loss from each process's weighted shard loss (``shard_weight``): the
+    mean over processes, all-reduced when there are several."""
+    if world > 1:
+        loss = loss.detach().clone()
+        dist.all_reduce(loss)
+        loss /= world
+    return loss.item()
+
+
 class LossModule(torch.nn.Module):
     """``model.loss`` as a forward pass, so that DistributedDataParallel (which hooks forward)
     synchronises its gradients."""

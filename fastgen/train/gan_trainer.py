@@ -34,7 +34,7 @@ from fastgen.train._validate import (MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_beta
                                      check_int)
 from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states,
                                       resume_state, save_checkpoint)
-from fastgen.train.distributed import rank_and_world, resolve_device, shard
+from fastgen.train.distributed import global_mean, rank_and_world, resolve_device, shard, shard_weight
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import QualityEvaluation, check_quality_options
 from fastgen.train.grid import save_grid
@@ -270,18 +270,6 @@ class GANTrainer(RunLoop):
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
 
-    def _shard_weight(self, part: int, total: int) -> float:
-        """The factor that makes the mean over processes of shard means the mean over the global batch."""
-        return part * self.world / total
-
-    def _global_mean(self, loss: torch.Tensor) -> float:
-        """The global batch's loss from each process's weighted shard loss."""
-        if self.world > 1:
-            loss = loss.detach().clone()
-            torch.distributed.all_reduce(loss)
-            loss /= self.world
-        return loss.item()
-
     def _average_gradients(self, network: torch.nn.Module) -> None:
         """The mean of every process's gradients (one flat all-reduce; a no-op in one process)."""
         if self.world == 1:
@@ -299,7 +287,7 @@ class GANTrainer(RunLoop):
                 loss: torch.Tensor) -> float:
         """One optimiser step of ``network`` on its (shard) loss; returns the global loss. A
         non-finite loss or gradient norm raises TrainingDiverged before the network changes."""
-        value = self._global_mean(loss)
+        value = global_mean(loss, self.world)
         self._check_finite(f"the {what} loss", value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -318,7 +306,7 @@ class GANTrainer(RunLoop):
         z_d = model.noise(len(index))
         alpha = torch.rand(len(index), device=self.device) if cfg.gp_weight is not None else None
         part = shard(torch.arange(len(index)), self.rank, self.world)
-        weight = self._shard_weight(len(part), len(index))
+        weight = shard_weight(len(part), self.world, len(index))
         index = index[part]
         real = model.training_view(model.to_unit(self.train_data.images[index].to(self.device)))
         labels = self.train_data.labels[index].to(self.device) if self.conditional else None

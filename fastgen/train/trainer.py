@@ -26,7 +26,7 @@ from fastgen.data import ImageDataset
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
 from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume,
                                       load_training_states, resume_state, save_checkpoint)
-from fastgen.train.distributed import LossModule, rank_and_world, resolve_device, shard
+from fastgen.train.distributed import LossModule, global_mean, rank_and_world, resolve_device, shard, shard_weight
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import QualityEvaluation, bits_per_dim_on, check_quality_options
 from fastgen.train.grid import save_grid
@@ -364,15 +364,7 @@ class Trainer(RunLoop):
         part = shard(index, self.rank, self.world)
         x = data.images[part].to(self.device, torch.long)
         cond = data.labels[part].to(self.device) if self.conditional else None
-        return self.step_module(x, cond) * (len(part) * self.world / len(index))
-
-    def _global_mean(self, loss: torch.Tensor) -> float:
-        """The batch loss over all processes (each holds its weighted shard loss)."""
-        if self.world > 1:
-            loss = loss.detach().clone()
-            torch.distributed.all_reduce(loss)
-            loss /= self.world
-        return loss.item()
+        return self.step_module(x, cond) * shard_weight(len(part), self.world, len(index))
 
     def evaluate(self, data: ImageDataset, batch_size: int = 256) -> float:
         """Mean bits/dim of the model (its EMA weights when kept) on ``data``."""
@@ -417,7 +409,7 @@ class Trainer(RunLoop):
         cfg = self.config
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
             loss = self._loss(self.train_data, index)
-        value = self._global_mean(loss)
+        value = global_mean(loss, self.world)
         self._check_finite("the training loss", value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
