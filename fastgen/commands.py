@@ -273,14 +273,21 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         args.loss = "wasserstein" if args.model == "progan" else "non_saturating"
     if args.latent_dim is None:
         args.latent_dim = 64 if args.model == "progan" else 16
+    if args.model == "progan" and args.epochs is not None:
+        raise ValueError("--epochs does not apply to progan: it grows --stages stages (default all), each of "
+                         "--fade-images + --stable-images real images")
+    if args.epochs is None:
+        args.epochs = 10
     if args.model != "progan":
         for flag, attr, default in (("--stages", "stages", None), ("--fade-images", "fade_images", 20_000),
                                     ("--stable-images", "stable_images", 20_000),
                                     ("--stage-batch-sizes", "stage_batch_sizes", None)):
             if getattr(args, attr) != default:
                 raise ValueError(f"{flag} applies to progan only")
-    norms = {"dcgan": ("batch", "layer", "spectral", "none"), "mlp-gan": ("spectral", "none"),
-             **{name: ("instance", "spectral") for name in TRANSLATORS}}
+    from fastgen.models.gan import MLP_NORMS, NORMS
+    from fastgen.models.translation import DISCRIMINATOR_NORMS
+
+    norms = {"dcgan": NORMS, "mlp-gan": MLP_NORMS, **{name: DISCRIMINATOR_NORMS for name in TRANSLATORS}}
     if args.norm is not None and args.norm not in norms.get(args.model, ()):
         raise ValueError(f"--norm {args.norm} does not apply to {args.model}" +
                          (f" (it takes {' or '.join(norms[args.model])})" if args.model in norms else ""))
@@ -561,7 +568,8 @@ def add_commands(commands: argparse._SubParsersAction,
                                                 "inverted-digits | unpaired:DIR")
     t.add_argument("--levels", type=int_option(2, 65536), default=None, help="quantise the data to this many levels")
     t.add_argument("--image-size", type=int_option(4, 1024), default=None, metavar="SIZE",
-                   help="resize the images to SIZE x SIZE first (bilinear; e.g. progan --data digits --image-size 32)")
+                   help="resize the images to SIZE x SIZE first (bilinear up, area average down; e.g. progan --data "
+                        "digits --image-size 32)")
     t.add_argument("--val-fraction", type=float_option(0.0, 1.0, high_open=True), default=0.05,
                    help="training images held out for validation, in [0, 1) (the digits have their own split)")
     t.add_argument("--conditional", action=SWITCH, default=False, help="condition on the data set's class labels")
@@ -629,7 +637,8 @@ def add_commands(commands: argparse._SubParsersAction,
     t.add_argument("--decay-from", type=float_option(0.0, 1.0), default=0.5,
                    help="pix2pix, cyclegan: fraction of the steps after which the learning rate falls linearly to 0 "
                         "(default 0.5; 1 keeps it constant)")
-    t.add_argument("--epochs", type=int_option(1, MAX_EPOCHS), default=10)
+    t.add_argument("--epochs", type=int_option(1, MAX_EPOCHS), default=None,
+                   help="passes over the training data (default 10; progan: see --stages)")
     t.add_argument("--batch-size", type=int_option(1), default=64)
     t.add_argument("--lr", type=float_option(0.0, low_open=True), default=None,
                    help="learning rate (default 1e-3; GANs, pix2pix, cyclegan 2e-4, Wasserstein 1e-4); with --resume, "

@@ -135,6 +135,7 @@ def test_progan_grows_samples_and_refuses_what_does_not_apply(tmp_path, capsys):
     assert "--norm spectral does not apply to progan" in refused([*base, "--image-size", "8", "--norm", "spectral"],
                                                             capsys)
     assert "grows in 2 stages" in refused([*base, "--image-size", "8", "--stages", "3"], capsys)
+    assert "--epochs does not apply to progan" in refused([*base, "--image-size", "8", "--epochs", "3"], capsys)
 
 
 def test_sample_a_class_and_complete_a_partial_image(tmp_path, capsys):

@@ -217,6 +217,8 @@ class TestBadInput:
         (dict(image_size=(16, 16)), "image_size must be a power of two >= 4"),
         (dict(max_channels=0), "max_channels must be a positive integer"),
         (dict(channel_base=8), r"channel_base must be at least image_size \(16\)"),
+        (dict(max_channels=0.5), "max_channels must be a positive integer"),
+        (dict(image_size=32, max_channels=1), r"at least image_size \(32\).*got 16 \(the default, 16 x max_channels\)"),
         (dict(group_size=0), "group_size must be a positive integer"),
         (dict(latent_dim=0), "latent_dim must be a positive integer"),
         (dict(loss="relativistic"), "loss must be one of"),

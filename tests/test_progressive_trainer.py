@@ -126,6 +126,11 @@ def test_trainer_refuses_what_it_cannot_grow(tmp_path):
         _trainer(tmp_path, epochs=3)
     with pytest.raises(TypeError, match="ProgressiveGAN"):
         ProgressiveTrainer(MLPGAN(1, 17, 8), DATA, str(tmp_path))
+    # alpha would be 0.80 at the last of the 8x8 stage's 4 steps (fade 60, stable 4, batch 16)
+    with pytest.raises(ValueError, match=r"stable_images \(4\) is too few for stage 1: .* alpha 0.80 of 1; use at "
+                                         r"least 16"):
+        _trainer(tmp_path, fade_images=60, stable_images=4)
+    _trainer(tmp_path, fade_images=64, stable_images=8)  # 5 steps: the last at alpha 1
     with pytest.raises(ValueError, match="resume continues it exactly"):
         _trainer(tmp_path / "c", epochs=1).fit()
         _trainer(tmp_path / "c", fade_images=64).fit(resume=True)

@@ -584,6 +584,10 @@ def test_damaged_training_states_get_clear_errors(tmp_path):
     torch.save(state | {"rng": torch.zeros(3)}, path)
     with pytest.raises(CheckpointError, match='"rng" is not a CPU generator state'):
         Trainer(tiny_model(), tiny_data(), None, str(tmp_path / "run"), config(epochs=2)).fit(resume=True)
+    assert "cuda_rng" not in state  # a CPU run keeps the CPU generator's state only
+    torch.save(state | {"cuda_rng": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match='"cuda_rng" is not a CUDA generator state'):
+        Trainer(tiny_model(), tiny_data(), None, str(tmp_path / "run"), config(epochs=2)).fit(resume=True)
     torch.save(state | {"optimizer": {"state": {}, "param_groups": []}}, path)
     with pytest.raises(CheckpointError, match="the optimiser or scheduler state does not fit this model"):
         Trainer(tiny_model(), tiny_data(), None, str(tmp_path / "run"), config(epochs=2)).fit(resume=True)
@@ -624,3 +628,31 @@ def test_checkpoint_files_share_the_usual_permissions(tmp_path):
     for name in ("last", "best"):
         for entry in os.listdir(tmp_path / name):
             assert os.stat(tmp_path / name / entry).st_mode & 0o777 == 0o666 & ~mask, entry
+
+
+# -- torchrun: every process needs a sample of every batch ------------------------------------------------
+@pytest.mark.parametrize("batch_sizes,world,ok", [({5, 4}, 2, True), ({5, 1}, 2, False), ({1}, 1, True),
+                                                  ({3, 8}, 4, False), ({4}, 4, True)])
+def test_runs_that_would_leave_a_process_without_samples_are_refused(batch_sizes, world, ok):
+    from fastgen.train.distributed import check_shards
+
+    if ok:
+        check_shards(batch_sizes, world)
+    else:
+        with pytest.raises(ValueError, match=rf"under torchrun with {world} processes every batch needs at least "
+                                             rf"{world} samples .* a batch of {min(batch_sizes)}"):
+            check_shards(batch_sizes, world)
+
+
+def test_the_trainers_name_the_batch_sizes_of_their_runs(tmp_path):
+    from fastgen.models import MLPGAN, ProgressiveGAN
+    from fastgen.train import GANTrainConfig, GANTrainer, ProgressiveTrainConfig, ProgressiveTrainer
+
+    square = ImageDataset(torch.randint(0, 4, (23, 1, 8, 8), dtype=torch.uint8), None, 4)  # batches of 5: 3 last
+    assert GANTrainer(MLPGAN(1, 4, 8), square, str(tmp_path / "g"), GANTrainConfig(batch_size=5))._batch_sizes() \
+        == {5, 3}
+    assert GANTrainer(MLPGAN(1, 4, 8), square, str(tmp_path / "g"), GANTrainConfig(batch_size=64))._batch_sizes() \
+        == {23}
+    progressive = ProgressiveTrainer(ProgressiveGAN(1, 4, 8, latent_dim=4, max_channels=4), square, str(tmp_path / "p"),
+                                     ProgressiveTrainConfig(batch_size=6, stage_batch_sizes=(7,), stable_images=8))
+    assert progressive._batch_sizes() == {7, 6}  # the stream's batches are all full

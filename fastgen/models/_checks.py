@@ -1,4 +1,4 @@
-"""Input checks every image model shares: integer image batches and class labels."""
+"""Input checks every image model shares: integer image batches, class labels, size arguments."""
 from __future__ import annotations
 
 import torch
@@ -41,3 +41,9 @@ def check_labels(labels: object, n: int, n_classes: int | None, name: str = "con
         raise ValueError(f"{name} must lie in [0, {n_classes}) (n_classes={n_classes}), "
                          f"got values in [{int(labels.min())}, {int(labels.max())}]")
     return labels.long()
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """A constructor's size argument (widths, depths, counts): an int >= 1 (a bool is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.models._checks import check_labels
+from fastgen.models._checks import check_labels, check_positive_int
 from fastgen.models.priors import check_prior, sample_prior
 from fastgen.models.vae import Autoencoder
 from fastgen.ops import gan_loss, reparameterize
@@ -90,11 +90,8 @@ class AdversarialAutoencoder(Autoencoder):
         if tied and prior == "gaussian":
             raise ValueError("n_classes without supervised ties each class to a region of the prior: use "
                              "prior='mixture' or 'swiss_roll' (or supervised=True, where the decoder reads the label)")
-        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
-            raise ValueError(f"components must be a positive integer, got {components!r}")
-        if isinstance(discriminator_hidden, bool) or not isinstance(discriminator_hidden, int) \
-                or discriminator_hidden < 1:
-            raise ValueError(f"discriminator_hidden must be a positive integer, got {discriminator_hidden!r}")
+        check_positive_int("components", components)
+        check_positive_int("discriminator_hidden", discriminator_hidden)
         # The decoder is conditioned only when supervised; the encoder never is.
         super().__init__(in_channels, levels, image_size, latent_dim=latent_dim, likelihood=likelihood, arch=arch,
                          hidden=hidden, channels=channels, n_classes=n_classes if supervised else None)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgen.models._checks import check_positive_int
 from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_norm, check_patch_layers,
                                         default_patch_layers, init_weights)
 from fastgen.nn import InstanceNormAct, spectral_normalize
@@ -94,8 +95,7 @@ class CycleGAN(ImageTranslator):
         super().__init__(source_channels, target_channels, levels, image_size)
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4 (the generators halve it twice), got {image_size}")
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
+        check_positive_int("width", width)
         if not isinstance(blocks, int) or blocks < 0:
             raise ValueError(f"blocks must be an integer >= 0, got {blocks!r}")
         for name, value in (("cycle_weight", cycle_weight), ("identity_weight", identity_weight)):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgen.models._checks import check_positive_int
 from fastgen.models.translation import (ImageTranslator, PatchDiscriminator, check_norm, check_patch_layers,
                                         default_patch_layers, init_weights)
 from fastgen.nn import InstanceNormAct, spectral_normalize
@@ -92,8 +93,7 @@ class Pix2Pix(ImageTranslator):
                  width: int = 64, patch_layers: int | None = None, l1_weight: float = 100.0,
                  loss: str = "non_saturating", dropout: float = 0.5, norm: str = "instance"):
         super().__init__(source_channels, target_channels, levels, image_size)
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
+        check_positive_int("width", width)
         if not (isinstance(l1_weight, (int, float)) and math.isfinite(l1_weight) and l1_weight >= 0):
             raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
         if loss not in LOSSES:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fastgen._core import concat_elu, dmol_channels
+from fastgen.models._checks import check_positive_int
 from fastgen.models.autoregressive import AutoregressiveImageModel, Cond
 from fastgen.nn.shifted_conv import (
     DownRightShiftedConv2d,
@@ -78,8 +79,7 @@ class PixelCNNpp(AutoregressiveImageModel):
             raise ValueError(f"image_size must have height and width divisible by 4 (two 2x downsamplings), "
                              f"got {self.image_size}")
         for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters), ("nr_mix", nr_mix)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self._config = dict(in_channels=in_channels, levels=levels, image_size=list(self.image_size),

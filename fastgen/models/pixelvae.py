@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from fastgen.models._checks import check_labels
+from fastgen.models._checks import check_labels, check_positive_int
 from fastgen.models.gated_pixelcnn import GatedPixelCNN
 from fastgen.models.priors import sample_prior
 from fastgen.models.vae import VAE, _Decoder
@@ -64,8 +64,7 @@ class PixelVAE(VAE):
         super().__init__(in_channels, levels, image_size, latent_dim=latent_dim, likelihood="categorical", arch="conv",
                          hidden=hidden, channels=channels, n_classes=n_classes, beta=beta)
         for name, value in (("pixelcnn_layers", pixelcnn_layers), ("map_channels", map_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if isinstance(free_bits, bool) or not isinstance(free_bits, (int, float)) or not 0.0 <= free_bits < math.inf:
             raise ValueError(f"free_bits must be a finite number >= 0, got {free_bits!r}")
         self.free_bits = float(free_bits)

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastgen.ops import minibatch_stddev, pixel_norm
+from fastgen.models._checks import check_positive_int
 from fastgen.models.gan import GAN, _logit
+from fastgen.ops import minibatch_stddev, pixel_norm
 
 HE_GAIN = math.sqrt(2.0)  # He et al. (2015): keeps the activations' variance through a ReLU-like layer
 NEGATIVE_SLOPE = 0.2
@@ -107,7 +108,9 @@ def _upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 class GeneratorFirstBlock(nn.Module):
     """The 4x4 block: (normalised) z -> a linear layer to (C, 4, 4) -> a 3x3 convolution, each
-    followed by leaky ReLU and pixel norm."""
+    followed by leaky ReLU and pixel norm. The linear layer's run-time scale is He's constant like
+    every other layer's (the paper's code gives it a quarter of that; pixel norm follows it, so
+    only its effective learning rate differs)."""
 
     def __init__(self, in_features: int, channels: int):
         super().__init__()
@@ -237,11 +240,6 @@ class ProgressiveDiscriminator(nn.Module):
 # -- the model -------------------------------------------------------------------------------------
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 class ProgressiveGAN(GAN):
     """A progressively grown GAN (Karras et al., 2018) for square images of a power-of-two size.
 
@@ -276,15 +274,16 @@ class ProgressiveGAN(GAN):
                 or image_size & (image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 4 (the networks grow from 4x4 by doubling), "
                              f"got {image_size!r}")
-        _check_positive_int("latent_dim", latent_dim)
-        _check_positive_int("max_channels", max_channels)
-        _check_positive_int("group_size", group_size)
-        base = 16 * max_channels if channel_base is None else channel_base
+        check_positive_int("latent_dim", latent_dim)
+        check_positive_int("max_channels", max_channels)
+        check_positive_int("group_size", group_size)
         if channel_base is not None:
-            _check_positive_int("channel_base", channel_base)
-            if channel_base < image_size:
-                raise ValueError(f"channel_base must be at least image_size ({image_size}), so that every resolution "
-                                 f"has a channel (channel_base // resolution), got {channel_base}")
+            check_positive_int("channel_base", channel_base)
+        base = 16 * max_channels if channel_base is None else channel_base
+        if base < image_size:  # channel_base // image_size would be 0
+            raise ValueError(f"channel_base must be at least image_size ({image_size}), so that every resolution "
+                             f"has a channel (channel_base // resolution), got {base}"
+                             + (" (the default, 16 x max_channels)" if channel_base is None else ""))
         super().__init__(in_channels, levels, image_size, latent_dim, n_classes, loss)
         self._config = dict(in_channels=in_channels, levels=levels, image_size=image_size, latent_dim=latent_dim,
                             max_channels=max_channels, channel_base=channel_base, n_classes=n_classes, loss=loss,
@@ -334,8 +333,11 @@ class ProgressiveGAN(GAN):
             self.growth.copy_(torch.tensor([self._stage, self._alpha], dtype=torch.float64))
 
     def _apply_loaded_growth(self, incompatible_keys) -> None:
-        """load_state_dict post-hook: the loaded ``growth`` buffer becomes the networks' growth (a
-        state dict whose growth does not fit this model is refused and the previous growth kept)."""
+        """load_state_dict post-hook: the loaded ``growth`` buffer becomes the networks' growth. A
+        state dict whose growth does not fit this model raises, and the previous growth is kept;
+        the weights are loaded by then (torch runs post-hooks after the copy), so the model then
+        holds the new weights at the old growth (``fastgen.load`` builds a new model, which a
+        refused checkpoint never reaches the caller as)."""
         stage, alpha = self.growth.tolist()
         try:
             if not float(stage).is_integer():

@@ -421,7 +421,21 @@ def resume_state(path: str, model: torch.nn.Module,
     if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
         raise CheckpointError(f"{os.path.join(path, TRAINING)}: \"rng\" is not a CPU generator state "
                               f"(a uint8 tensor of {tuple(torch.get_rng_state().shape)})")
+    cuda_rng = training.get("cuda_rng")
+    if cuda_rng is not None and not (isinstance(cuda_rng, torch.Tensor) and cuda_rng.dtype == torch.uint8
+                                     and cuda_rng.dim() == 1):
+        raise CheckpointError(f"{os.path.join(path, TRAINING)}: \"cuda_rng\" is not a CUDA generator state "
+                              "(a uint8 vector)")
     return checkpoint, training
+
+
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The generator states a checkpoint keeps: the CPU's ("rng"), and on a GPU that GPU's
+    ("cuda_rng": what the model's own draws on the device use, latents and dropout among them)."""
+    states = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
 
 
 def load_training_states(checkpoint: Checkpoint, training: dict[str, Any], targets: dict[str, Any], what: str) -> None:
@@ -435,11 +449,15 @@ def load_training_states(checkpoint: Checkpoint, training: dict[str, Any], targe
                               f"({type(e).__name__}: {e})") from None
 
 
-def apply_resume(checkpoint: Checkpoint, training: dict[str, Any], model: torch.nn.Module) -> None:
-    """Load the checkpoint's weights into ``model`` and restore the global RNG (the last step of a
-    resume, after everything else was checked and restored)."""
+def apply_resume(checkpoint: Checkpoint, training: dict[str, Any], model: torch.nn.Module,
+                 device: torch.device | None = None) -> None:
+    """Load the checkpoint's weights into ``model`` and restore the global RNG, and the GPU's when
+    the run resumes on one and the checkpoint was written on one (the last step of a resume, after
+    everything else was checked and restored)."""
     model.load_state_dict(checkpoint.weights)
     torch.set_rng_state(training["rng"])
+    if device is not None and device.type == "cuda" and training.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(training["cuda_rng"], device)
 
 
 def model_from_checkpoint(path: str, device: torch.device | str = "cpu", *, ema: bool = True) -> torch.nn.Module:

@@ -3,6 +3,7 @@ torchrun sets, and the batch shard of each process."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -61,6 +62,26 @@ def shard(index: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     """This process's contiguous share of a global batch (sizes differ by at most one)."""
     n = len(index)
     return index[n * rank // world: n * (rank + 1) // world]
+
+
+def check_shards(batch_sizes: Iterable[int], world: int) -> None:
+    """Every batch of a run must give each of the ``world`` processes at least one sample: an empty
+    shard has no loss to compute, and its process would leave the others waiting in the all-reduce."""
+    smallest = min(batch_sizes)
+    if world > 1 and smallest < world:
+        raise ValueError(f"under torchrun with {world} processes every batch needs at least {world} samples "
+                         f"(one per process), but this run has a batch of {smallest} (the batch size, or the "
+                         f"epoch's last, partial batch): choose a batch size of at least {world} that leaves no "
+                         f"remainder of the training set, or one of at least {world}")
+
+
+def broadcast_from_rank0(module: torch.nn.Module) -> None:
+    """Give every process rank 0's parameters and buffers (in place), as DistributedDataParallel
+    does when it wraps a module: replicas built from different seeds would otherwise train apart
+    on averaged gradients. A no-op outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, 0)
 
 
 def shard_weight(part: int, world: int, total: int) -> float:

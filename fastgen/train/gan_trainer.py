@@ -13,9 +13,10 @@ Under ``torchrun`` every process computes its shard of each global batch from la
 interpolation points drawn for the whole batch (the same draws on every process: they share the
 seed), and the two networks' gradients are averaged over the processes before each update, so
 that a run of N processes follows the run of one process with the same global batch (up to
-floating-point summation order). Batch normalisation normalises over each process's shard, as it
-does under DistributedDataParallel: a model with batch norm (DCGAN's generator) is not expected to
-match one process exactly.
+floating-point summation order); the processes start from rank 0's weights. Batch normalisation
+normalises over each process's shard, as it does under DistributedDataParallel, and the minibatch
+standard deviation (ProgressiveGAN's critic) groups the samples of each shard: a model with either
+(DCGAN's generator, ProgressiveGAN) is not expected to match one process exactly.
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ from fastgen.models.gan import GAN
 from fastgen.ops import gan_loss
 from fastgen.train._validate import (MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_betas, check_bool, check_float,
                                      check_int)
-from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states,
-                                      resume_state, save_checkpoint)
-from fastgen.train.distributed import global_mean, rank_and_world, resolve_device, shard, shard_weight
+from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states, resume_state,
+                                      rng_states, save_checkpoint)
+from fastgen.train.distributed import (broadcast_from_rank0, check_shards, global_mean, rank_and_world, resolve_device,
+                                      shard, shard_weight)
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import QualityEvaluation, check_quality_options
 from fastgen.train.grid import save_grid
@@ -166,6 +168,8 @@ class GANTrainer(RunLoop):
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
         self.rank, self.world = rank_and_world()
+        check_shards(self._batch_sizes(), self.world)
+        broadcast_from_rank0(self.model)
         cfg = self.config
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_generator, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
@@ -179,9 +183,9 @@ class GANTrainer(RunLoop):
         self.grid_noise = model.noise(max(1, cfg.grid_samples) * (model.n_classes or max(1, cfg.grid_samples)),
                                       torch.Generator(self.device).manual_seed(cfg.seed))
         self.log: MetricsLog | None = None
-        # Under torchrun only rank 0 scores samples (the others wait at the next step's all-reduce).
+        # Checked on every process, scored by rank 0 alone (as Trainer's, within the group's timeout).
         self.quality = (QualityEvaluation(self.model, eval_data or train_data, cfg.eval_samples, cfg.eval_metrics,
-                                          cfg.seed) if cfg.eval_every and self.rank == 0 else None)
+                                          cfg.seed) if cfg.eval_every else None)
 
     # -- state ---------------------------------------------------------------------------------
     def _averaged_weights(self) -> dict[str, torch.Tensor] | None:
@@ -207,7 +211,7 @@ class GANTrainer(RunLoop):
         save_checkpoint(
             path or self.last_path, model_type=type(self.model).__name__, model_config=self.model.config(),
             weights=self.model.state_dict(), ema_weights=self._averaged_weights(),
-            training={"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": torch.get_rng_state()},
+            training={"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), **rng_states(self.device)},
             meta=self._meta(),
         )
         if path is None or path == self.last_path:
@@ -237,7 +241,7 @@ class GANTrainer(RunLoop):
             raise CheckpointError(f"{file}: \"ema_updates\" must be a non-negative integer, got {updates!r}")
         load_training_states(checkpoint, training, {"opt_g": self.opt_g, "opt_d": self.opt_d},
                              "state of the two optimisers")
-        apply_resume(checkpoint, training, self.model)
+        apply_resume(checkpoint, training, self.model, self.device)
         if self.ema is not None:
             saved = checkpoint.ema_weights
             self.ema.load_state_dict({k[len("generator."):]: v for k, v in saved.items() if k.startswith("generator.")}
@@ -352,6 +356,11 @@ class GANTrainer(RunLoop):
         return save_grid(path, images, self.model.levels, nrow)
 
     # -- loop ----------------------------------------------------------------------------------
+    def _batch_sizes(self) -> set[int]:
+        """The sizes of the run's global batches (each process needs a sample of every one)."""
+        n, size = len(self.train_data), self.config.batch_size
+        return {min(n, size), n % size or size}
+
     def _epoch_batches(self) -> list[torch.Tensor]:
         """The global index batches of the current epoch."""
         return epoch_batches(len(self.train_data), self.config.batch_size, self.config.seed, self.epoch)
@@ -405,7 +414,7 @@ class GANTrainer(RunLoop):
         self.history.g_loss.append(g)
         message = f"{self._epoch_name()}: discriminator {shown(d)}, generator {shown(g)}"
         quality = {}
-        if self.quality is not None and (self.epoch + 1) % self.config.eval_every == 0:
+        if self.quality is not None and self.rank == 0 and (self.epoch + 1) % self.config.eval_every == 0:
             with self.averaged():
                 quality, scores = self.quality(self.model)
             message += f"; {scores}"

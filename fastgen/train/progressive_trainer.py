@@ -108,7 +108,18 @@ class ProgressiveTrainer(GANTrainer):
         if config.epochs is not None and config.epochs > model.n_stages:
             raise ValueError(f"epochs (stages to train) is {config.epochs}, but the model grows in {model.n_stages} "
                              f"stages (4x4 to {model.image_size[0]}x{model.image_size[0]})")
+        for stage in range(1, config.epochs or model.n_stages):
+            size = config.stage_batch_size(stage)
+            last_alpha = (config.stage_steps(stage) - 1) * size / config.fade_images
+            if last_alpha < 1.0:  # stable_images >= size always suffices
+                raise ValueError(f"stable_images ({config.stable_images}) is too few for stage {stage}: at its batch "
+                                 f"size {size}, the last step would see the new block faded in to alpha "
+                                 f"{last_alpha:.2f} of 1; use at least {size}")
         super().__init__(model, train_data, out_dir, config, device=device, eval_data=eval_data)
+
+    def _batch_sizes(self) -> set[int]:
+        # The stream's batches are all full: one size per stage.
+        return {self.config.stage_batch_size(s) for s in range(self._epochs())}
 
     def _epochs(self) -> int:
         return self.config.epochs or self.model.n_stages

@@ -24,9 +24,10 @@ import torch
 
 from fastgen.data import ImageDataset
 from fastgen.train._validate import MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_bool, check_float, check_int
-from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume,
-                                      load_training_states, resume_state, save_checkpoint)
-from fastgen.train.distributed import LossModule, global_mean, rank_and_world, resolve_device, shard, shard_weight
+from fastgen.train.checkpoint import (Checkpoint, CheckpointError, apply_resume, load_training_states, resume_state,
+                                      rng_states, save_checkpoint)
+from fastgen.train.distributed import (LossModule, check_shards, global_mean, rank_and_world, resolve_device, shard,
+                                      shard_weight)
 from fastgen.train.ema import EMA
 from fastgen.train.evaluate import QualityEvaluation, bits_per_dim_on, check_quality_options
 from fastgen.train.grid import save_grid
@@ -245,6 +246,8 @@ class Trainer(RunLoop):
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
         self.rank, self.world = rank_and_world()
+        n, size = len(train_data), self.config.batch_size
+        check_shards({min(n, size), n % size or size}, self.world)
         # A model with a code discriminator (the adversarial autoencoder) adds two updates per step.
         self.adversary: torch.nn.Module | None = getattr(model, "code_discriminator", None)
         if self.adversary is not None and self.world > 1:
@@ -276,11 +279,12 @@ class Trainer(RunLoop):
         self.best_path = os.path.join(self.out_dir, "best")
         self.saved_step: int | None = None  # the step of the checkpoint in last_path, once there is one
         self.log: MetricsLog | None = None
-        # Under torchrun only rank 0 scores samples; the others wait at the next step's all-reduce,
+        # Checked on every process, so that a request that cannot be scored stops them all; under
+        # torchrun only rank 0 scores samples and the others wait at the next step's all-reduce,
         # so an evaluation must finish within the process group's timeout (30 minutes by default).
         cfg = self.config
         self.quality = (QualityEvaluation(self.model, val_data or train_data, cfg.eval_samples, cfg.eval_metrics,
-                                          cfg.seed) if cfg.eval_every and self.rank == 0 else None)
+                                          cfg.seed) if cfg.eval_every else None)
 
     # -- state ---------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> None:
@@ -294,7 +298,7 @@ class Trainer(RunLoop):
             model_config=self.model.config() if hasattr(self.model, "config") else {},
             weights=self.model.state_dict(), ema_weights=self.ema.state_dict() if self.ema else None,
             training={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                      "rng": torch.get_rng_state(),
+                      **rng_states(self.device),
                       **{name: opt.state_dict() for name, opt in self.adversarial_optimizers.items()}},
             meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                   "train_images": len(self.train_data), "epoch_losses": list(self.epoch_losses),
@@ -323,7 +327,7 @@ class Trainer(RunLoop):
         load_training_states(checkpoint, training, {"optimizer": self.optimizer, "scheduler": self.scheduler,
                                                     **self.adversarial_optimizers},
                              "optimiser or scheduler state")
-        apply_resume(checkpoint, training, self.model)
+        apply_resume(checkpoint, training, self.model, self.device)
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint.ema_weights if checkpoint.ema_weights is not None
                                      else self.model.state_dict())
@@ -467,7 +471,7 @@ class Trainer(RunLoop):
                 h.best_val_bpd, h.best_epoch = val, self.epoch
                 message += " (best)"
         quality = {}
-        if self.quality is not None and (self.epoch + 1) % self.config.eval_every == 0:
+        if self.quality is not None and self.rank == 0 and (self.epoch + 1) % self.config.eval_every == 0:
             with self.averaged():
                 quality, shown = self.quality(self.model)
             message += f"; {shown}"

@@ -31,8 +31,8 @@ from fastgen.models.pix2pix import Pix2Pix
 from fastgen.models.translation import ImageTranslator
 from fastgen.train._validate import (MAX_COUNT, MAX_EPOCHS, MAX_SEED, check_betas, check_bool, check_float,
                                      check_int)
-from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states,
-                                      resume_state, save_checkpoint)
+from fastgen.train.checkpoint import (CheckpointError, apply_resume, load_training_states, resume_state,
+                                      rng_states, save_checkpoint)
 from fastgen.train.distributed import resolve_device
 from fastgen.train.grid import save_grid
 from fastgen.train.image_pool import ImagePool
@@ -217,7 +217,7 @@ class TranslationTrainer(RunLoop):
         save_checkpoint(
             path or self.last_path, model_type=type(self.model).__name__, model_config=self.model.config(),
             weights=self.model.state_dict(),
-            training={"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": torch.get_rng_state(),
+            training={"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), **rng_states(self.device),
                       "pools": [pool.state_dict() for pool in self.pools]},
             meta={"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                   "train_images": max(len(d) for d in self.domains), "domain_sizes": [len(d) for d in self.domains],
@@ -261,7 +261,7 @@ class TranslationTrainer(RunLoop):
         for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:  # the new betas when they changed (lr is set every step)
                 group["betas"] = self.config.betas
-        apply_resume(checkpoint, training, self.model)
+        apply_resume(checkpoint, training, self.model, self.device)
         self.epoch, self.step_in_epoch, self.step = epoch, step_in_epoch, step
         self.epoch_losses, self.history, self.saved_step = epoch_losses, history, step
         warn_changes(checkpoint.path, changes, step)
