@@ -43,6 +43,8 @@ SAMPLES = [
     (1, 2, 3, 2, 3, 1, "A", 1, True),
     (2, 5, 9, 17, 19, 3, "B", 1, True),  # many pixel vectors, partial tiles
     (1, 6, 6, 11, 13, 5, "B", 3, False),
+    (3, 8, 13, 5, 7, 1, "B", 1, True),  # 1x1 'B', one group: the matrix-product path, several images
+    (2, 13, 4, 1, 9, 1, "B", 1, False),
 ]
 SAMPLE_IDS = [f"n{s[0]}c{s[1]}-{s[2]}_{s[3]}x{s[4]}_k{s[5]}{s[6]}g{s[7]}{'b' if s[8] else ''}" for s in SAMPLES]
 
@@ -223,9 +225,11 @@ def test_opcheck_channels_last():
     torch.library.opcheck(ops.masked_conv2d_backward.default, (grad_out, x.detach(), w.detach(), mt, g, [True] * 3))
 
 
+@pytest.mark.parametrize("sample", [(2, 6, 9, 7, 8, 3, "B", 3, True), (2, 6, 9, 7, 8, 1, "B", 1, True)],
+                         ids=["k3B", "k1B"])
 @pytest.mark.parametrize("layout", ["channels_last", "sliced"])
-def test_non_contiguous_inputs(layout):
-    x, w, b, mt, g = sample_inputs((2, 6, 9, 7, 8, 3, "B", 3, True))
+def test_non_contiguous_inputs(layout, sample):
+    x, w, b, mt, g = sample_inputs(sample)
     if layout == "channels_last":
         x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
     else:
@@ -234,14 +238,25 @@ def test_non_contiguous_inputs(layout):
     torch.testing.assert_close(y, masked_conv2d_reference(x, w, b, mask_type=mt, color_groups=g), **tolerances(torch.float32))
 
 
+@pytest.mark.parametrize("sample", [(2, 24, 24, 9, 8, 5, "B", 3, True), (6, 24, 16, 9, 8, 1, "B", 1, True)],
+                         ids=["k5B", "k1B"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_bfloat16_error_at_most_twice_reference(device):
-    x, w, b, mt, g = sample_inputs((2, 24, 24, 9, 8, 5, "B", 3, True), device)
+def test_bfloat16_error_at_most_twice_reference(device, sample):
+    x, w, b, mt, g = sample_inputs(sample, device)
     exact = masked_conv2d_reference(x.double(), w.double(), b.double(), mask_type=mt, color_groups=g)
     low = [t.bfloat16() for t in (x, w, b)]
     ours = fastgen.ops.masked_conv2d(*low, mask_type=mt, color_groups=g).double()
     ref = masked_conv2d_reference(*low, mask_type=mt, color_groups=g).double()
     assert (ours - exact).abs().max() <= 2 * (ref - exact).abs().max() + 1e-6
+    # The weight gradient sums over images: in float32, not bfloat16.
+    grad_out = torch.randn(x.shape[0], w.shape[0], *x.shape[2:], device=device)
+    want = masked_conv2d_backward_reference(grad_out.double(), x.double(), w.double(), mask_type=mt,
+                                            color_groups=g, output_mask=(True, True, True))
+    got = ops.masked_conv2d_backward(grad_out.bfloat16(), *low[:2], mt, g, [True] * 3)
+    low_ref = masked_conv2d_backward_reference(grad_out.bfloat16(), *low[:2], mask_type=mt, color_groups=g,
+                                               output_mask=(True, True, True))
+    for name, a, r, e in zip(("grad_x", "grad_weight", "grad_bias"), got, low_ref, want):
+        assert (a.double() - e).abs().max() <= 2 * (r.double() - e).abs().max() + 1e-6, name
 
 
 @settings(max_examples=30, deadline=None)

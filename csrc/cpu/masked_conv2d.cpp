@@ -13,6 +13,10 @@
 //      grad_x    gx = conv(pad_below(gy), flip(W[:, :, :p+1] * M)^T)      the adjoint, as a forward
 //                     convolution (oneDNN's backward-data path is slower for these short kernels)
 //      grad_W    M * (weight gradient of the forward's convolution); rows below the centre get 0
+//
+// A 1x1 mask 'B' with one colour group masks nothing: it is a matrix product per image, and with
+// contiguous NCHW tensors runs as one (batched) GEMM each way, with no layout change:
+//      y[n] = W x[n] + b,   gx[n] = W^T gy[n],   gW = sum_n gy[n] x[n]^T,   x[n] = x[n] as (C_in, H W).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -104,6 +108,14 @@ at::Tensor tap_index(const std::vector<Tap>& taps, int64_t k, const at::TensorOp
   return at::tensor(flat, options.dtype(at::kLong));
 }
 
+// A 1x1 mask 'B' with one colour group on contiguous NCHW tensors: a plain matrix product.
+bool is_pointwise(const at::Tensor& x, const at::Tensor& weight, std::string_view mask_type, int64_t groups) {
+  return weight.size(2) == 1 && mask_type == "B" && groups == 1 && x.is_contiguous();
+}
+
+// (N, C, H, W) contiguous as (N, C, H W).
+at::Tensor as_matrices(const at::Tensor& t) { return t.view({t.size(0), t.size(1), t.size(2) * t.size(3)}); }
+
 // The masked upper weight rows (out, in, p + 1, k) gathered at the kept taps: (out, in, taps).
 at::Tensor gather_taps(const at::Tensor& w_upper, const std::vector<Tap>& taps) {
   return w_upper.reshape({w_upper.size(0), w_upper.size(1), -1})
@@ -121,6 +133,15 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, cons
     check_copy_size("masked_conv2d", "bias", *bias);
   }
   const int64_t p = weight.size(2) / 2;
+  if (is_pointwise(x, weight, mask_type, color_groups)) {
+    // bmm over the weight expanded (stride 0), not matmul: matmul copies an input that requires
+    // grad into a folded layout first.
+    const auto w = weight.reshape({weight.size(0), weight.size(1)});
+    auto y = at::bmm(w.expand({x.size(0), w.size(0), w.size(1)}), as_matrices(x));
+    if (bias.has_value()) y.add_(bias->view({1, -1, 1}));
+    // A layout no-op but where x's sizes make NCHW also read as channels-last (the fake's rule).
+    return y.view({x.size(0), weight.size(0), x.size(2), x.size(3)}).contiguous(x.suggest_memory_format());
+  }
   const auto format = x.suggest_memory_format();
   const auto w_upper = masked_upper_weight(weight, mask_type, color_groups, format);
   if (tap_conv_available(x)) {
@@ -145,6 +166,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
               x.size(2), ", ", x.size(3), ") for x ", x.sizes(), " and weight ", weight.sizes(), ", got ",
               grad_out.sizes());
   const int64_t k = weight.size(2), p = k / 2, out_c = weight.size(0);
+  if (is_pointwise(x, weight, mask_type, color_groups) && grad_out.is_contiguous()) {
+    const auto gy = as_matrices(grad_out), w = weight.reshape({out_c, weight.size(1)});
+    at::Tensor grad_x = x.new_empty({0}), grad_w = x.new_empty({0}), grad_b = x.new_empty({0});
+    if (output_mask[0]) {
+      grad_x = at::bmm(w.t().expand({x.size(0), w.size(1), w.size(0)}), gy).view(x.sizes())
+                   .contiguous(x.suggest_memory_format());
+    }
+    if (output_mask[1]) {
+      // Per-image products summed in float32 at least (bfloat16 would round 32 partial sums).
+      const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+      grad_w = at::bmm(gy, as_matrices(x).transpose(1, 2)).sum(0, false, acc).to(x.scalar_type())
+                   .view(weight.sizes()).contiguous(weight.suggest_memory_format());
+    }
+    if (output_mask[2]) grad_b = grad_out.sum({0, 2, 3});
+    return {grad_x, grad_w, grad_b};
+  }
   const auto format = x.suggest_memory_format();
   const bool direct = tap_conv_available(x) && tap_conv_available(grad_out);
   const auto taps = kept_taps(k, mask_type, color_groups);
