@@ -276,7 +276,7 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
     if args.model == "progan" and args.epochs is not None:
         raise ValueError("--epochs does not apply to progan: it grows --stages stages (default all), each of "
                          "--fade-images + --stable-images real images")
-    if args.epochs is None:
+    if args.epochs is None and args.model != "progan":
         args.epochs = 10
     if args.model != "progan":
         for flag, attr, default in (("--stages", "stages", None), ("--fade-images", "fade_images", 20_000),

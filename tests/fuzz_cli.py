@@ -983,7 +983,8 @@ class Cases:
             argv = ["train", model, "--data", self.pick(data), "--epochs", "1", "--hidden", "4" if translator else "8",
                     "--layers", "1", "--kernel-size", "3", "--nr-mix", "2", "--latent-dim", "2", "--batch-size",
                     "256", "--grid-samples", "0", "--quiet", "--out", self.ws.fresh("train")]
-            if model == "progan":  # a short schedule (the default shows 20000 images per phase)
+            if model == "progan":  # one short stage (the default shows 20000 images per phase); no --epochs
+                argv[argv.index("--epochs"):argv.index("--epochs") + 2] = ["--stages", "1"]
                 argv += ["--fade-images", "256", "--stable-images", "256"]
             if self.rng.random() < 0.1:
                 argv[1] = self.pick(["resnet", "", "PixelCNN", "gan", "Pix2Pix", "cycle-gan"])

@@ -238,6 +238,24 @@ def test_non_contiguous_inputs(layout, sample):
     torch.testing.assert_close(y, masked_conv2d_reference(x, w, b, mask_type=mt, color_groups=g), **tolerances(torch.float32))
 
 
+def test_pointwise_path_with_strided_weight_bias_and_grad_out():
+    """The 1x1 'B' one-group path takes a contiguous x with any weight and bias strides, and its
+    backward falls back to the general kernels for a grad_out that is not contiguous."""
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float64)
+    w = torch.randn(9, 12, 1, 1, dtype=torch.float64)[:, ::2]
+    b = torch.randn(18, dtype=torch.float64)[::2]
+    assert not w.is_contiguous() and not b.is_contiguous()
+    torch.testing.assert_close(ops.masked_conv2d(x, w, b, "B", 1), masked_conv2d_reference(x, w, b, mask_type="B"))
+    for grad_out in (torch.randn(3, 9, 5, 7, dtype=torch.float64),
+                     torch.randn(3, 9, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last),
+                     torch.randn(3, 9, 5, 14, dtype=torch.float64)[..., ::2]):
+        got = ops.masked_conv2d_backward(grad_out, x, w, "B", 1, [True] * 3)
+        want = masked_conv2d_backward_reference(grad_out, x, w, mask_type="B", color_groups=1,
+                                                output_mask=(True, True, True))
+        for a, e in zip(got, want):
+            torch.testing.assert_close(a, e)
+
+
 @pytest.mark.parametrize("sample", [(2, 24, 24, 9, 8, 5, "B", 3, True), (6, 24, 16, 9, 8, 1, "B", 1, True)],
                          ids=["k5B", "k1B"])
 @pytest.mark.parametrize("device", DEVICES)

@@ -137,8 +137,12 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, cons
     // bmm over the weight expanded (stride 0), not matmul: matmul copies an input that requires
     // grad into a folded layout first.
     const auto w = weight.reshape({weight.size(0), weight.size(1)});
-    auto y = at::bmm(w.expand({x.size(0), w.size(0), w.size(1)}), as_matrices(x));
-    if (bias.has_value()) y.add_(bias->view({1, -1, 1}));
+    const auto w_batch = w.expand({x.size(0), w.size(0), w.size(1)});
+    // baddbmm: the bias enters the product's accumulator (one rounding in bfloat16, not two).
+    auto y = bias.has_value()
+                 ? at::baddbmm(bias->view({1, -1, 1}).expand({x.size(0), w.size(0), x.size(2) * x.size(3)}), w_batch,
+                               as_matrices(x))
+                 : at::bmm(w_batch, as_matrices(x));
     // A layout no-op but where x's sizes make NCHW also read as channels-last (the fake's rule).
     return y.view({x.size(0), weight.size(0), x.size(2), x.size(3)}).contiguous(x.suggest_memory_format());
   }
@@ -174,9 +178,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(const 
                    .contiguous(x.suggest_memory_format());
     }
     if (output_mask[1]) {
-      // Per-image products summed in float32 at least (bfloat16 would round 32 partial sums).
+      // The per-image products and their sum in float32 at least: bfloat16 would round each of
+      // them and then the sum of N of them.
       const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-      grad_w = at::bmm(gy, as_matrices(x).transpose(1, 2)).sum(0, false, acc).to(x.scalar_type())
+      grad_w = at::bmm(gy.to(acc), as_matrices(x).to(acc).transpose(1, 2)).sum(0).to(x.scalar_type())
                    .view(weight.sizes()).contiguous(weight.suggest_memory_format());
     }
     if (output_mask[2]) grad_b = grad_out.sum({0, 2, 3});

@@ -422,10 +422,12 @@ def resume_state(path: str, model: torch.nn.Module,
         raise CheckpointError(f"{os.path.join(path, TRAINING)}: \"rng\" is not a CPU generator state "
                               f"(a uint8 tensor of {tuple(torch.get_rng_state().shape)})")
     cuda_rng = training.get("cuda_rng")
+    # Its size is checked where a GPU can say what it should be (a CPU resume never reads it).
+    cuda_size = torch.cuda.get_rng_state().shape if torch.cuda.is_available() else None
     if cuda_rng is not None and not (isinstance(cuda_rng, torch.Tensor) and cuda_rng.dtype == torch.uint8
-                                     and cuda_rng.dim() == 1):
+                                     and cuda_rng.dim() == 1 and cuda_size in (None, cuda_rng.shape)):
         raise CheckpointError(f"{os.path.join(path, TRAINING)}: \"cuda_rng\" is not a CUDA generator state "
-                              "(a uint8 vector)")
+                              "(a uint8 vector of this GPU's generator state size)")
     return checkpoint, training
 
 

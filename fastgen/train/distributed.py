@@ -70,9 +70,9 @@ def check_shards(batch_sizes: Iterable[int], world: int) -> None:
     smallest = min(batch_sizes)
     if world > 1 and smallest < world:
         raise ValueError(f"under torchrun with {world} processes every batch needs at least {world} samples "
-                         f"(one per process), but this run has a batch of {smallest} (the batch size, or the "
-                         f"epoch's last, partial batch): choose a batch size of at least {world} that leaves no "
-                         f"remainder of the training set, or one of at least {world}")
+                         f"(one per process), but this run has a batch of {smallest}: choose batch sizes of at "
+                         f"least {world} whose epoch's last, partial batch (the training set's size modulo the "
+                         f"batch size), if any, also holds at least {world}")
 
 
 def broadcast_from_rank0(module: torch.nn.Module) -> None:
