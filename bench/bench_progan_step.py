@@ -19,7 +19,6 @@ import contextlib
 import copy
 import datetime
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import time
 import torch
 
 import fastgen
-from bench.harness import append_rows, device_name, device_slug, git_commit
+from bench.harness import append_rows, device_name, device_slug, git_commit, timing_ms
 from bench.progan_digits import PROGAN, PROGAN_TRAINING
 from fastgen.data import digits
 from fastgen.models import ProgressiveGAN
@@ -91,11 +90,10 @@ def measure(stage: int, repeats: int, quick: bool) -> list[dict]:
     r = 4 * 2 ** stage
     rows = []
     for key, values in times.items():
-        q = statistics.quantiles(values, n=5) if len(values) > 1 else [values[0]] * 4
         rows.append(dict(model="ProgressiveGAN", stage=f"{stage} ({r}x{r})", provider=key, batch=batch,
                          config=f"{size}x{size} {model_options} alpha {0.5 if stage else 1.0}",
-                         median_ms=round(statistics.median(values) * 1e3, 2), p20_ms=round(q[0] * 1e3, 2),
-                         p80_ms=round(q[3] * 1e3, 2), ops_share=round(share, 3) if key == "fastgen" else "",
+                         **timing_ms([v * 1e3 for v in values], 2),
+                         ops_share=round(share, 3) if key == "fastgen" else "",
                          device=device_name(torch.device("cpu")), torch=torch.__version__, commit=git_commit(),
                          date=now))
     return rows

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 import time
 from typing import Callable
@@ -25,7 +24,7 @@ from typing import Callable
 import torch
 
 import fastgen
-from bench.harness import append_rows, device_name, device_slug, git_commit
+from bench.harness import append_rows, device_name, device_slug, git_commit, timing_ms
 from bench.table import print_latest_table
 from fastgen.models import GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.sampling import draw_noise, naive_sample
@@ -104,9 +103,8 @@ def measure(model_name: str, n: int, repeats: int, naive_rows: int, quick: bool,
              "cached": implementation, "cached-eager": "reference", "forward": ""}
     rows = []
     for name, ts in times.items():
-        q = statistics.quantiles(ts, n=10, method="inclusive") if len(ts) > 1 else [ts[0]] * 9
-        rows.append({"model": model_name, "batch": n, "provider": name, "median_ms": round(statistics.median(ts), 3),
-                     "p20_ms": round(q[1], 3), "p80_ms": round(q[7], 3), "note": notes[name], **common})
+        rows.append({"model": model_name, "batch": n, "provider": name, **timing_ms(ts, 3), "note": notes[name],
+                     **common})
     return rows
 
 

@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.harness import append_rows, device_name, device_slug, git_commit, peak_memory_mb
+from bench.harness import append_rows, device_name, device_slug, git_commit, peak_memory_mb, timing_ms
 from bench.table import print_latest_table
 from fastgen.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, PixelCNNpp
 from fastgen.ops import gan_loss, implementations
@@ -772,11 +772,7 @@ def measure(subject: Subject, names: tuple[str, ...], mode: str, repeats: int, l
         if p.failed:
             row.update(median_ms="nan", p20_ms="nan", p80_ms="nan", images_per_s="nan", peak_mem_mb="nan")
         else:
-            ts = p.times
-            q = statistics.quantiles(ts, n=10, method="inclusive") if len(ts) > 1 else [ts[0]] * 9
-            median = statistics.median(ts)
-            row.update(median_ms=round(median, 3), p20_ms=round(q[1], 3), p80_ms=round(q[7], 3),
-                       images_per_s=round(subject.batch / median * 1e3, 1),
+            row.update(**timing_ms(p.times, 3), images_per_s=round(subject.batch / statistics.median(p.times) * 1e3, 1),
                        peak_mem_mb=round(peak_memory_mb(p.step, device), 2))
         rows.append(row)
     return rows

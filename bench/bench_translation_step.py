@@ -22,7 +22,6 @@ import argparse
 import copy
 import datetime
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from bench.bench_instance_norm_act import eager_instance_norm_act
-from bench.harness import append_rows, device_name, device_slug, git_commit
+from bench.harness import append_rows, device_name, device_slug, git_commit, timing_ms
 from fastgen.data import edges_to_digits, inverted_digits
 from fastgen.models import CycleGAN, Pix2Pix
 from fastgen.nn import InstanceNormAct
@@ -114,10 +113,9 @@ def measure(name: str, model: nn.Module, data, batch: int, config: str, repeats:
     now = datetime.datetime.now().isoformat(timespec="seconds")
     rows = []
     for key, values in times.items():
-        q = statistics.quantiles(values, n=5) if len(values) > 1 else [values[0]] * 4
         rows.append(dict(model=name, provider=key, batch=batch, config=config,
-                         median_ms=round(statistics.median(values) * 1e3, 2), p20_ms=round(q[0] * 1e3, 2),
-                         p80_ms=round(q[3] * 1e3, 2), compile_s=round(compile_s[key], 2) if key == "compiled" else "",
+                         **timing_ms([v * 1e3 for v in values], 2),
+                         compile_s=round(compile_s[key], 2) if key == "compiled" else "",
                          norm_share=round(share, 3) if key == "fastgen" else "",
                          device=device_name(torch.device("cpu")),
                          torch=torch.__version__, commit=git_commit(), date=now))

@@ -87,6 +87,14 @@ def write_report(lines: list[str], path: str) -> None:
     print(f"written to {path}")
 
 
+def timing_ms(ts_ms: list[float], digits: int) -> dict[str, float]:
+    """median_ms, p20_ms and p80_ms of repeated timings in milliseconds (inclusive deciles; one
+    timing is all three), rounded to ``digits``: the columns every benchmark's rows carry."""
+    q = statistics.quantiles(ts_ms, n=10, method="inclusive") if len(ts_ms) > 1 else [ts_ms[0]] * 9
+    return {"median_ms": round(statistics.median(ts_ms), digits), "p20_ms": round(q[1], digits),
+            "p80_ms": round(q[7], digits)}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -188,11 +196,8 @@ def measure(case: Case, device: torch.device, mode: str, providers: tuple[str, .
     common = {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(), "date": stamp}
     rows = []
     for name, ts in times.items():
-        q = statistics.quantiles(ts, n=10, method="inclusive") if len(ts) > 1 else [ts[0]] * 9
-        rows.append({"op": case.op, "provider": name, "mode": mode, "shape": case.shape,
-                     "median_ms": round(statistics.median(ts), 4), "p20_ms": round(q[1], 4),
-                     "p80_ms": round(q[7], 4), "peak_mem_mb": round(peak_memory_mb(runs[name], device), 2),
-                     **common})
+        rows.append({"op": case.op, "provider": name, "mode": mode, "shape": case.shape, **timing_ms(ts, 4),
+                     "peak_mem_mb": round(peak_memory_mb(runs[name], device), 2), **common})
     return rows
 
 

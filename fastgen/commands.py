@@ -2,8 +2,9 @@
 
 ``train`` covers every model: PixelCNN, Gated PixelCNN, PixelCNN++, the VAE, PixelVAE and the adversarial
 autoencoder with the likelihood trainer (``fastgen.train.Trainer``), DCGAN and the MLP GAN with
-``fastgen.train.GANTrainer``, the progressive GAN with ``fastgen.train.ProgressiveTrainer``, pix2pix and CycleGAN with ``fastgen.train.TranslationTrainer``
-(fastgen/translation_commands.py, which also holds ``translate``).
+``fastgen.train.GANTrainer``, the progressive GAN with ``fastgen.train.ProgressiveTrainer``, pix2pix
+and CycleGAN with ``fastgen.train.TranslationTrainer`` (fastgen/translation_commands.py, which also
+holds ``translate``).
 
 Every option is checked when it is parsed (``argparse`` types below), and everything else that a
 user can get wrong (paths, data, checkpoints, the run directory) raises a ValueError or an OSError
@@ -273,10 +274,11 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         args.loss = "wasserstein" if args.model == "progan" else "non_saturating"
     if args.latent_dim is None:
         args.latent_dim = 64 if args.model == "progan" else 16
-    if args.model == "progan" and args.epochs is not None:
-        raise ValueError("--epochs does not apply to progan: it grows --stages stages (default all), each of "
-                         "--fade-images + --stable-images real images")
-    if args.epochs is None and args.model != "progan":
+    if args.model == "progan":
+        if args.epochs is not None:
+            raise ValueError("--epochs does not apply to progan: it grows --stages stages (default all), each of "
+                             "--fade-images + --stable-images real images")
+    elif args.epochs is None:
         args.epochs = 10
     if args.model != "progan":
         for flag, attr, default in (("--stages", "stages", None), ("--fade-images", "fade_images", 20_000),

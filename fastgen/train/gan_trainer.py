@@ -43,8 +43,8 @@ from fastgen.train.grid import save_grid
 from fastgen.train.metrics_log import MetricsLog
 from fastgen.train.run_loop import RunLoop
 from fastgen.train.trainer import (MAX_GRID_SAMPLES, TrainingDiverged, check_model_fits_data, check_training_data,
-                                   diverged, epoch_batches, float_list, resumed_config_changes, training_counters,
-                                   warn_changes)
+                                   diverged, epoch_batch_sizes, epoch_batches, float_list, resumed_config_changes,
+                                   training_counters, warn_changes)
 
 
 @dataclass
@@ -358,8 +358,7 @@ class GANTrainer(RunLoop):
     # -- loop ----------------------------------------------------------------------------------
     def _batch_sizes(self) -> set[int]:
         """The sizes of the run's global batches (each process needs a sample of every one)."""
-        n, size = len(self.train_data), self.config.batch_size
-        return {min(n, size), n % size or size}
+        return epoch_batch_sizes(len(self.train_data), self.config.batch_size)
 
     def _epoch_batches(self) -> list[torch.Tensor]:
         """The global index batches of the current epoch."""

@@ -51,6 +51,11 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
     return list(torch.randperm(n, generator=g).split(batch_size))
 
 
+def epoch_batch_sizes(n: int, batch_size: int) -> set[int]:
+    """The sizes of ``epoch_batches``' batches: full ones and the last, partial one (if any)."""
+    return {min(n, batch_size), n % batch_size or batch_size}
+
+
 def check_training_data(data: object, name: str, *, optional: bool = False) -> None:
     """``data`` is a non-empty ImageDataset (or None when ``optional``)."""
     if data is None and optional:
@@ -246,8 +251,7 @@ class Trainer(RunLoop):
         if self.conditional and train_data.labels is None:
             raise ValueError(f"the model is class-conditional but {train_data.name} has no labels")
         self.rank, self.world = rank_and_world()
-        n, size = len(train_data), self.config.batch_size
-        check_shards({min(n, size), n % size or size}, self.world)
+        check_shards(epoch_batch_sizes(len(train_data), self.config.batch_size), self.world)
         # A model with a code discriminator (the adversarial autoencoder) adds two updates per step.
         self.adversary: torch.nn.Module | None = getattr(model, "code_discriminator", None)
         if self.adversary is not None and self.world > 1:
