@@ -146,3 +146,15 @@ def test_progan_digits_report_runs(tmp_path, monkeypatch):
     text = out.read_text()
     assert "EMA generator" in text and "trained generator" in text and text.count("seed ") == 3
     assert sorted(os.listdir(tmp_path / "docs")) == [f"progan-digits-stage-{s}.png" for s in (1, 2, 3, 4)]
+
+
+def test_step_bound_counts_only_the_taps_the_masks_keep():
+    import torch
+
+    from bench.step_bound import kept_multiply_adds
+    from fastgen.nn import MaskedConv2d
+
+    layers = torch.nn.Sequential(MaskedConv2d(2, 3, 3, "B", 1), MaskedConv2d(3, 2, 7, "A", 1),
+                                 MaskedConv2d(2, 4, 1, "B", 1))
+    # 3x3 'B' keeps 5 of 9 taps, 7x7 'A' 24 of 49, 1x1 'B' its one
+    assert kept_multiply_adds(layers, batch=2, pixels=10) == (5 * 3 * 2 + 24 * 2 * 3 + 1 * 4 * 2) * 2 * 10
